@@ -1,0 +1,40 @@
+# The two commands anyone needs: `make run` and `make test` (plus `make token`, `make lint`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEV_DIR := .dev
+DEV_ISSUER := https://dev.local/
+DEV_AUDIENCE := https://api.dev.local
+SCOPE ?=
+
+.PHONY: install run token test lint clean
+
+# Bootstrap output goes to stderr so `$(make -s token)` captures only the token.
+$(BIN)/.installed: requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt >&2
+	@touch $@
+
+install: $(BIN)/.installed
+
+$(DEV_DIR)/jwks.json: | $(BIN)/.installed
+	@$(BIN)/python -m service.devtoken init $(DEV_DIR)
+
+run: install $(DEV_DIR)/jwks.json
+	@echo "Serving on a development key ($(DEV_DIR)/jwks.json, issuer $(DEV_ISSUER), audience $(DEV_AUDIENCE)): not for production." >&2
+	JWT_JWKS_FILE=$(DEV_DIR)/jwks.json JWT_ISSUER=$(DEV_ISSUER) JWT_AUDIENCE=$(DEV_AUDIENCE) \
+		$(BIN)/gunicorn -c gunicorn.conf.py service.app:app
+
+token: install $(DEV_DIR)/jwks.json
+	@$(BIN)/python -m service.devtoken mint $(DEV_DIR) --issuer $(DEV_ISSUER) --audience $(DEV_AUDIENCE) --scope "$(SCOPE)"
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) $(DEV_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,40 @@
+"""gunicorn settings for the service: `gunicorn -c gunicorn.conf.py service.app:app`.
+
+Values come from the service's Settings (the one place that reads the environment); the start-up check
+runs here, in the master, so a bad configuration stops gunicorn with one line before any worker forks.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find `service` from any working directory
+
+from service.startup import load_or_exit
+
+settings = load_or_exit(os.environ)
+
+bind = f"0.0.0.0:{settings.port}"
+workers = settings.workers
+# gthread keeps connections alive and serves each from a thread pool; measured on 2 cores it served
+# more pings per second than sync (see README, "Choosing the worker class").
+worker_class = "gthread"
+threads = 8
+# Longer than the 60 s idle timeout of common load balancers, so the balancer (not gunicorn) closes idle
+# keep-alive connections and never reuses one that gunicorn is closing.
+keepalive = 75
+# A worker that stops answering its heartbeat for this long is killed and replaced.
+timeout = 30
+# On SIGTERM, in-flight requests get this long to finish; below Kubernetes' default 30 s grace period.
+graceful_timeout = 25
+# Header lines up to 16 KiB, so "Authorization: Bearer <8 KiB token>" fits (gunicorn's default is 8190).
+limit_request_field_size = 16384
+# Request line and header count stay at gunicorn's defaults: nothing here needs long URLs or many headers.
+limit_request_line = 4094
+limit_request_fields = 100
+
+loglevel = settings.log_level
+errorlog = "-"
+accesslog = "-" if settings.access_log else None
+# No runtime control socket: its default path is shared by every instance on a host, and signals
+# (HUP to reload, TERM to stop) cover what operators need.
+control_socket_disable = True

@@ -1,0 +1,65 @@
+"""App wiring: `create_app(settings, ...)` builds the Falcon app from its collaborators.
+
+`service.app:app` is the WSGI callable gunicorn serves; it is built from the environment on first access
+(so importing this module for `create_app` reads nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import falcon
+
+from service import resources
+from service.auth import AuthMiddleware
+from service.cors import CorsMiddleware
+from service.errors import serialize_error
+from service.keys import KeySource, load_keys
+from service.logs import configure_logging
+from service.settings import Settings
+from service.verifier import TokenVerifier
+
+
+def create_app(
+    settings: Settings, *, keys: KeySource | None = None, clock: Callable[[], float] = time.time
+) -> falcon.App:
+    """The WSGI app. `keys` defaults to the key source the settings name; `clock` gives seconds since the epoch."""
+    verifier = TokenVerifier(
+        keys if keys is not None else load_keys(settings),
+        algorithms=settings.algorithms,
+        audiences=settings.audiences,
+        issuer=settings.issuer,
+        leeway=settings.leeway,
+        clock=clock,
+    )
+    app = falcon.App(
+        middleware=[CorsMiddleware(settings.cors_allow_origins), AuthMiddleware(verifier, settings.realm)],
+    )
+    app.set_error_serializer(serialize_error)
+    app.add_route("/ping", resources.PublicPing())
+    app.add_route("/secured/ping", resources.SecuredPing())
+    app.add_route("/secured/scoped/ping", resources.ScopedPing())
+    app.add_route("/healthz", resources.Health())
+    return app
+
+
+def app_from_env(environ: dict[str, str] | None = None) -> falcon.App:
+    """The app configured from environment variables (os.environ by default)."""
+    settings = Settings.from_env(os.environ if environ is None else environ)
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+_app: falcon.App | None = None
+
+
+def __getattr__(name: str) -> falcon.App:
+    # PEP 562: build `app` on first access, not at import.
+    global _app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        _app = app_from_env()
+    return _app

@@ -1,0 +1,114 @@
+"""The authentication middleware and the declaration resources use to ask for it.
+
+A resource declares what it needs where it is defined: `auth = Requires(scopes=("read:messages",))` on the
+class, or `@requires("read:messages")` on one responder (which wins over the class attribute). Resources
+that declare nothing are public and untouched. Verified claims land on `req.context.claims`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import falcon
+
+from service.errors import AuthError, AuthorizationHeaderMissing, InsufficientScope, InvalidHeader
+
+TOKEN_NOT_FOUND = "Token not found"  # noqa: S105 (a message, not a secret)
+TOO_MANY_PARTS = "Authorization header must be Bearer + \\s + token"
+
+
+@dataclass(frozen=True)
+class Requires:
+    """A valid bearer token, carrying every scope in `scopes` (in `scope` or Auth0's `permissions`)."""
+
+    scopes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A bare string would otherwise be read as a set of one-letter scopes.
+        scopes = (self.scopes,) if isinstance(self.scopes, str) else tuple(self.scopes)
+        object.__setattr__(self, "scopes", scopes)
+
+    def check(self, claims: dict) -> None:
+        """Raise InsufficientScope unless the claims grant every required scope."""
+        if not self.scopes:
+            return
+        granted = granted_scopes(claims)
+        if not granted.issuperset(self.scopes):
+            raise InsufficientScope(self.scopes)
+
+
+def requires(*scopes: str) -> Callable:
+    """Responder decorator: this responder needs a valid token with these scopes."""
+
+    def declare(responder: Callable) -> Callable:
+        responder.auth = Requires(scopes=scopes)
+        return responder
+
+    return declare
+
+
+def granted_scopes(claims: dict) -> frozenset[str]:
+    """Scopes from the space-delimited `scope` claim and the `permissions` array; malformed ones grant nothing."""
+    granted: set[str] = set()
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        granted.update(scope.split(" "))
+    permissions = claims.get("permissions")
+    if isinstance(permissions, list):
+        granted.update(item for item in permissions if isinstance(item, str))
+    granted.discard("")
+    return frozenset(granted)
+
+
+def bearer_token(header: str | None) -> str:
+    """The token from an `Authorization: Bearer <token>` value (scheme case-insensitive)."""
+    if header is None or not header.strip():
+        raise AuthorizationHeaderMissing()
+    parts = header.split()
+    if parts[0].lower() != "bearer":
+        raise InvalidHeader()
+    if len(parts) == 1:
+        raise InvalidHeader(TOKEN_NOT_FOUND)
+    if len(parts) > 2:
+        raise InvalidHeader(TOO_MANY_PARTS)
+    return parts[1]
+
+
+def is_preflight(req: falcon.Request) -> bool:
+    """A CORS preflight: OPTIONS with Origin and Access-Control-Request-Method."""
+    return (
+        req.method == "OPTIONS"
+        and req.get_header("Origin") is not None
+        and req.get_header("Access-Control-Request-Method") is not None
+    )
+
+
+class AuthMiddleware:
+    """Enforces each resource's `Requires` declaration in `process_resource`.
+
+    `verifier` is anything with `verify(token) -> claims` that raises AuthError; `realm` goes into the
+    `WWW-Authenticate` challenge of every failure.
+    """
+
+    def __init__(self, verifier, realm: str):
+        self._verifier = verifier
+        self._realm = realm
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+        requirement = _requirement(resource, req.method)
+        if requirement is None or is_preflight(req):
+            return
+        try:
+            claims = self._verifier.verify(bearer_token(req.get_header("Authorization")))
+            requirement.check(claims)
+        except AuthError as error:
+            req.context.auth_error = error.code
+            raise error.to_http(self._realm) from None
+        req.context.claims = claims
+
+
+def _requirement(resource: object, method: str) -> Requires | None:
+    responder = getattr(resource, "on_" + method.lower(), None)
+    declared = getattr(responder, "auth", None)
+    return declared if declared is not None else getattr(resource, "auth", None)

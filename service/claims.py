@@ -1,0 +1,56 @@
+"""Registered-claim checks (RFC 7519 section 4.1) on a payload whose signature already verified.
+
+Written here rather than left to PyJWT because PyJWT reads the wall clock itself; this module takes `now`
+from the caller's injectable clock, checks claim types strictly, and raises the service's own errors.
+Order: time claims first (an expired token is reported as expired), then issuer, then audience.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+
+from service.errors import InvalidAudience, InvalidIssuer, InvalidToken, TokenExpired, TokenNotYetValid
+
+
+def check_claims(
+    claims: dict,
+    *,
+    now: float,
+    leeway: float,
+    audiences: Collection[str],
+    issuer: str | None,
+) -> None:
+    """Raise the matching AuthError unless the claims hold at `now` (seconds since the epoch)."""
+    exp = _numeric_date(claims, "exp")
+    if exp is None:
+        raise InvalidToken("token has no expiry (exp)")
+    if now >= exp + leeway:
+        raise TokenExpired()
+    for name in ("nbf", "iat"):
+        value = _numeric_date(claims, name)
+        if value is not None and value > now + leeway:
+            raise TokenNotYetValid()
+    if issuer is not None and claims.get("iss") != issuer:
+        raise InvalidIssuer()
+    if not _audience_matches(claims.get("aud"), audiences):
+        raise InvalidAudience()
+
+
+def _numeric_date(claims: dict, name: str) -> float | None:
+    """The claim as a number, None when absent; a non-number (bool, string, NaN, ...) is InvalidToken."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidToken(f"token has an invalid {name} claim")
+    return value
+
+
+def _audience_matches(aud: object, audiences: Collection[str]) -> bool:
+    """`aud` is a string or a list of strings, one of which is an accepted audience (exact match)."""
+    if isinstance(aud, str):
+        return aud in audiences
+    if isinstance(aud, list) and all(isinstance(item, str) for item in aud):
+        return any(item in audiences for item in aud)
+    return False

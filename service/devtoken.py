@@ -1,0 +1,86 @@
+"""Development keys and tokens, for `make run` and `make token`; never for production.
+
+    python -m service.devtoken init DIR                      # RSA key + JWKS in DIR, once
+    python -m service.devtoken mint DIR --issuer I --audience A [--scope S] [--ttl SECONDS]
+
+`init` writes `DIR/private.pem` and `DIR/jwks.json` (public key only) unless they exist; `mint` prints
+only the token on stdout, so `$(make -s token)` can be pasted into a curl command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ALGORITHM = "RS256"
+DEFAULT_TTL = 3600
+
+
+def init_keys(directory: Path) -> bool:
+    """Create the development key pair and JWKS in `directory` unless present; True when created."""
+    private_path, jwks_path = directory / "private.pem", directory / "jwks.json"
+    if private_path.exists() and jwks_path.exists():
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid=_kid(jwk), use="sig", alg=ALGORITHM)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    jwks_path.write_text(json.dumps({"keys": [jwk]}, indent=2) + "\n")
+    return True
+
+
+def mint(
+    directory: Path, *, issuer: str, audience: str, scope: str = "", ttl: int = DEFAULT_TTL, now: float | None = None
+) -> str:
+    """A token signed with the development key in `directory`, valid for `ttl` seconds."""
+    now = int(time.time() if now is None else now)
+    jwk = json.loads((directory / "jwks.json").read_text())["keys"][0]
+    claims = {"iss": issuer, "aud": audience, "sub": "dev-user", "iat": now, "exp": now + ttl}
+    if scope:
+        claims["scope"] = scope
+    private_key = (directory / "private.pem").read_bytes()
+    return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": jwk["kid"]})
+
+
+def _kid(jwk: dict) -> str:
+    """RFC 7638 thumbprint: a stable kid derived from the public key itself."""
+    canonical = json.dumps({"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.devtoken", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    init = commands.add_parser("init", help="create the development key and JWKS once")
+    init.add_argument("directory", type=Path)
+    mint_cmd = commands.add_parser("mint", help="print a token signed with the development key")
+    mint_cmd.add_argument("directory", type=Path)
+    mint_cmd.add_argument("--issuer", required=True)
+    mint_cmd.add_argument("--audience", required=True)
+    mint_cmd.add_argument("--scope", default="")
+    mint_cmd.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="seconds the token is valid")
+    args = parser.parse_args(argv)
+    if args.command == "init":
+        if init_keys(args.directory):
+            print(f"created a development key in {args.directory}/", file=sys.stderr)
+        return 0
+    print(mint(args.directory, issuer=args.issuer, audience=args.audience, scope=args.scope, ttl=args.ttl))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

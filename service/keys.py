@@ -1,0 +1,106 @@
+"""Verification keys: a shared HS secret, or public keys from a JWKS document, chosen by `kid`.
+
+Both key sources answer `resolve(kid, algorithm)` with a key ready for PyJWT, or raise `InvalidToken`.
+Key objects are built once at load time, one per (kid, algorithm), so requests only do a dict lookup.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Protocol
+
+import jwt
+
+from service import algorithms
+from service.errors import InvalidToken
+from service.settings import ConfigError, Settings
+
+UNKNOWN_KEY = "token signing key is not known"
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
+
+
+class KeySource(Protocol):
+    def resolve(self, kid: str | None, algorithm: str) -> object:
+        """The key that verifies a token with this `kid` header and `alg`; raises `InvalidToken`."""
+
+
+class SharedSecret:
+    """The HS secret: the same key for every token, whatever its `kid`."""
+
+    def __init__(self, secret: bytes):
+        self._secret = secret
+
+    def resolve(self, kid: str | None, algorithm: str) -> bytes:
+        return self._secret
+
+
+class KeySet:
+    """Public keys from a JWKS document, indexed by (kid, algorithm); a key without `kid` is found by None."""
+
+    def __init__(self, keys: dict[tuple[str | None, str], jwt.PyJWK]):
+        self._keys = keys
+
+    def __len__(self) -> int:
+        return len({kid for kid, _ in self._keys})
+
+    def resolve(self, kid: str | None, algorithm: str) -> jwt.PyJWK:
+        key = self._keys.get((kid, algorithm))
+        if key is None:
+            raise InvalidToken(UNKNOWN_KEY)
+        return key
+
+    @classmethod
+    def from_jwks(cls, document: object, allowed: Iterable[str]) -> KeySet:
+        """Index the signing keys of a JWKS document that fit the allowed algorithms.
+
+        Keys whose `use` is not `sig`, whose type fits no allowed algorithm, or whose `alg` is not allowed
+        are skipped. Raises ValueError when the document is not a JWKS or holds private key material.
+        """
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise ValueError('not a JWKS document (expected an object with a "keys" list)')
+        allowed = tuple(allowed)
+        keys: dict[tuple[str | None, str], jwt.PyJWK] = {}
+        for jwk in document["keys"]:
+            if not isinstance(jwk, dict):
+                raise ValueError("a key in the JWKS is not a JSON object")
+            if any(member in jwk for member in _PRIVATE_MEMBERS):
+                raise ValueError("the JWKS holds private or symmetric key material; publish public keys only")
+            kid = jwk.get("kid")
+            if kid is not None and not isinstance(kid, str):
+                raise ValueError("a key in the JWKS has a kid that is not a string")
+            if jwk.get("use", "sig") != "sig":
+                continue
+            for algorithm in allowed:
+                if not algorithms.key_fits(algorithm, jwk) or jwk.get("alg", algorithm) != algorithm:
+                    continue
+                if (kid, algorithm) in keys:
+                    raise ValueError(f"the JWKS has two keys with kid {kid!r} for {algorithm}")
+                try:
+                    key = jwt.PyJWK(jwk, algorithm)
+                except jwt.PyJWTError as error:
+                    raise ValueError(f"key {kid!r} is not a valid JWK ({error.__class__.__name__})") from None
+                too_weak = key.Algorithm.check_key_length(key.key)
+                if too_weak:
+                    raise ValueError(f"key {kid!r} is too weak: {too_weak}")
+                keys[(kid, algorithm)] = key
+        return cls(keys)
+
+
+def load_keys(settings: Settings) -> KeySource:
+    """The key source the settings name; raises ConfigError when it cannot be used."""
+    if settings.secret:
+        return SharedSecret(settings.secret)
+    try:
+        with open(settings.jwks_file, "rb") as handle:
+            document = json.load(handle)
+        key_set = KeySet.from_jwks(document, settings.algorithms)
+    except OSError as error:
+        raise ConfigError(f"JWT_JWKS_FILE cannot be read: {error.strerror} ({settings.jwks_file}).") from None
+    except ValueError as error:  # json.JSONDecodeError is a ValueError too
+        raise ConfigError(f"JWT_JWKS_FILE is not a usable JWKS: {error}.") from None
+    if not len(key_set):
+        raise ConfigError(
+            f"JWT_JWKS_FILE has no signing key for {', '.join(settings.algorithms)} ({settings.jwks_file})."
+        )
+    return key_set

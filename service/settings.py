@@ -1,0 +1,152 @@
+"""The service's configuration: the only module that reads environment variables.
+
+`Settings.from_env(os.environ)` turns a plain mapping into a checked, immutable settings object, so tests
+pass a dict. Every bad or missing value raises `ConfigError` with one sentence that names the variable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from service import algorithms
+
+DEFAULT_LEEWAY = 5.0
+DEFAULT_PORT = 8000
+DEFAULT_REALM = "api"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message is one sentence naming the variable."""
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on (threads inside each worker add concurrency)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Checked configuration. Times are in seconds; `secret` is never shown by `repr`."""
+
+    audiences: tuple[str, ...]
+    algorithms: tuple[str, ...]
+    issuer: str | None = None
+    secret: bytes | None = field(default=None, repr=False)
+    jwks_file: str | None = None
+    leeway: float = DEFAULT_LEEWAY
+    cors_allow_origins: tuple[str, ...] = ("*",)
+    port: int = DEFAULT_PORT
+    workers: int = field(default_factory=default_workers)
+    log_level: str = "info"
+    access_log: bool = True
+    realm: str = DEFAULT_REALM
+
+    def __post_init__(self) -> None:
+        _check_key_source(self)
+        if not self.audiences or not all(self.audiences):
+            raise ConfigError("JWT_AUDIENCE must name at least one audience.")
+        if not math.isfinite(self.leeway) or self.leeway < 0:
+            raise ConfigError("JWT_LEEWAY must be zero or more seconds.")
+        for origin in self.cors_allow_origins:
+            _check_origin(origin)
+        if not 1 <= self.port <= 65535:
+            raise ConfigError("PORT must be a port number between 1 and 65535.")
+        if self.workers < 1:
+            raise ConfigError("WEB_CONCURRENCY must be at least 1.")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from environment variables; an empty variable counts as unset."""
+        env = {name: value.strip() for name, value in environ.items() if value.strip()}
+        secret = env.get("JWT_SECRET")
+        jwks_file = env.get("JWT_JWKS_FILE")
+        if "JWT_AUDIENCE" not in env:
+            raise ConfigError("JWT_AUDIENCE is missing: set it to the API identifier your tokens are issued for.")
+        default_algorithm = "HS256" if secret and not jwks_file else "RS256"
+        return cls(
+            audiences=_csv(env["JWT_AUDIENCE"]),
+            algorithms=_csv(env.get("JWT_ALGORITHMS", default_algorithm)),
+            issuer=env.get("JWT_ISSUER"),
+            secret=secret.encode() if secret else None,
+            jwks_file=jwks_file,
+            leeway=_number(env, "JWT_LEEWAY", DEFAULT_LEEWAY),
+            cors_allow_origins=_csv(env.get("CORS_ALLOW_ORIGINS", "*")),
+            port=int(_number(env, "PORT", DEFAULT_PORT, integer=True)),
+            workers=int(_number(env, "WEB_CONCURRENCY", default_workers(), integer=True)),
+            log_level=env.get("LOG_LEVEL", "info").lower(),
+            access_log=_flag(env, "ACCESS_LOG", True),
+        )
+
+
+def _check_key_source(settings: Settings) -> None:
+    if settings.secret and settings.jwks_file:
+        raise ConfigError("JWT_SECRET and JWT_JWKS_FILE are both set: choose one key source.")
+    if not settings.secret and not settings.jwks_file:
+        raise ConfigError("No key source: set JWT_JWKS_FILE (RS256/ES256 public keys) or JWT_SECRET (HS256).")
+    if not settings.algorithms:
+        raise ConfigError("JWT_ALGORITHMS must name at least one algorithm.")
+    unknown = [name for name in settings.algorithms if name not in algorithms.SUPPORTED]
+    if unknown:
+        raise ConfigError(
+            f"JWT_ALGORITHMS has an unsupported algorithm {unknown[0]!r}; "
+            f"choose from {', '.join(sorted(algorithms.SUPPORTED))}."
+        )
+    hmac = [name for name in settings.algorithms if algorithms.is_hmac(name)]
+    if hmac and len(hmac) != len(settings.algorithms):
+        raise ConfigError("JWT_ALGORITHMS mixes HS and public-key algorithms; allow one family only.")
+    if hmac and not settings.secret:
+        raise ConfigError(f"JWT_ALGORITHMS allows {hmac[0]}, which needs JWT_SECRET.")
+    if not hmac and not settings.jwks_file:
+        raise ConfigError(f"JWT_ALGORITHMS allows {settings.algorithms[0]}, which needs public keys in JWT_JWKS_FILE.")
+    if hmac:
+        needed = max(algorithms.HMAC_MIN_SECRET_BYTES[name] for name in hmac)
+        if len(settings.secret) < needed:
+            raise ConfigError(f"JWT_SECRET is too short: {', '.join(hmac)} needs at least {needed} bytes.")
+
+
+def _check_origin(origin: str) -> None:
+    if origin == "*":
+        return
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query or parts.fragment:
+        raise ConfigError(
+            "CORS_ALLOW_ORIGINS must be '*' or a comma list of origins such as https://app.example.com "
+            "(scheme and host, optional port, no path or trailing slash)."
+        )
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
+    if name not in env:
+        return default
+    try:
+        return int(env[name]) if integer else float(env[name])
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind}.") from None
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").lower()
+    if not value:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be 1 or 0.")

@@ -1,0 +1,120 @@
+"""Keys, tokens and settings for tests: `make_token(**overrides)` and friends."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from service.settings import Settings
+
+SECRET = "s" * 32
+AUDIENCE = "https://api.example.com"
+ISSUER = "https://issuer.example.com/"
+NOW = 1_800_000_000.0  # the fake clock's start, seconds since the epoch
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+class FakeClock:
+    """A clock tests move by hand: `clock()` returns `now`, seconds since the epoch."""
+
+    def __init__(self, now: float = NOW):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def public_jwk(private_key, kid: str, **extra) -> dict:
+    """The public JWK of a cryptography private key."""
+    public = private_key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        jwk = jwt.algorithms.ECAlgorithm.to_jwk(public, as_dict=True)
+    return {**jwk, "kid": kid, **extra}
+
+
+def jwks(*keys: dict) -> dict:
+    return {"keys": list(keys)}
+
+
+def default_jwks() -> dict:
+    """rsa-1 (RS256) and ec-1 (ES256) public keys."""
+    return jwks(public_jwk(RSA_KEY, "rsa-1", use="sig"), public_jwk(EC_KEY, "ec-1"))
+
+
+def write_jwks(path, document: dict) -> str:
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def claims(now: float = NOW, **overrides) -> dict:
+    """Valid claims for AUDIENCE and ISSUER at `now`; an override of None removes the claim."""
+    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "iat": int(now), "exp": int(now) + 600}
+    base.update(overrides)
+    return {name: value for name, value in base.items() if value is not None}
+
+
+def make_token(
+    algorithm: str = "HS256",
+    *,
+    key=None,
+    kid: str | None = None,
+    headers: dict | None = None,
+    now: float = NOW,
+    **overrides,
+) -> str:
+    """A signed token with `claims(**overrides)`; HS256 uses SECRET, RS256 rsa-1, ES256 ec-1 by default."""
+    if key is None:
+        key, default_kid = {"HS256": (SECRET, None), "RS256": (RSA_KEY, "rsa-1"), "ES256": (EC_KEY, "ec-1")}[algorithm]
+        kid = kid or default_kid
+    header = dict(headers or {})
+    if kid is not None:
+        header["kid"] = kid
+    return jwt.encode(claims(now, **overrides), key, algorithm=algorithm, headers=header or None)
+
+
+def hs_settings(**overrides) -> Settings:
+    values = {"audiences": (AUDIENCE,), "algorithms": ("HS256",), "issuer": ISSUER, "secret": SECRET.encode()}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def jwks_settings(jwks_file: str, **overrides) -> Settings:
+    values = {"audiences": (AUDIENCE,), "algorithms": ("RS256", "ES256"), "issuer": ISSUER, "jwks_file": jwks_file}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def pem(private_key) -> bytes:
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def wall_clock_token(algorithm: str = "HS256", **overrides) -> str:
+    """A token valid now by the real clock, for tests against a running server."""
+    return make_token(algorithm, now=time.time(), **overrides)
+
+
+def segment(value) -> str:
+    """base64url without padding of a JSON value (or of raw bytes)."""
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def forge(header: dict, payload: dict, hmac_key: bytes | None = None) -> str:
+    """A token built by hand, for headers PyJWT will not encode; HMAC-SHA256 signed, or unsigned without a key."""
+    signing_input = f"{segment(header)}.{segment(payload)}"
+    signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest() if hmac_key else b""
+    return f"{signing_input}.{segment(signature)}"

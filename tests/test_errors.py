@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+
+import falcon
+import falcon.testing
+import pytest
+
+from service import errors
+
+AUTH_ERRORS = [
+    (errors.AuthorizationHeaderMissing(), 401, "authorization_header_missing", 'Bearer realm="r"'),
+    (errors.InvalidHeader(), 401, "invalid_header", 'Bearer realm="r", error="invalid_request"'),
+    (errors.InvalidToken(), 401, "invalid_token", 'Bearer realm="r", error="invalid_token"'),
+    (errors.TokenExpired(), 401, "token_expired", 'Bearer realm="r", error="invalid_token"'),
+    (errors.TokenNotYetValid(), 401, "token_not_yet_valid", 'Bearer realm="r", error="invalid_token"'),
+    (errors.InvalidAudience(), 401, "invalid_audience", 'Bearer realm="r", error="invalid_token"'),
+    (errors.InvalidIssuer(), 401, "invalid_issuer", 'Bearer realm="r", error="invalid_token"'),
+    (errors.InvalidSignature(), 401, "token_invalid_signature", 'Bearer realm="r", error="invalid_token"'),
+    (
+        errors.InsufficientScope(("a", "b")),
+        403,
+        "insufficient_scope",
+        'Bearer realm="r", error="insufficient_scope", scope="a b"',
+    ),
+]
+
+
+@pytest.mark.parametrize(("error", "status", "code", "challenge"), AUTH_ERRORS)
+def test_each_auth_error_carries_status_code_and_challenge(error, status, code, challenge):
+    http = error.to_http("r")
+    assert http.status_code == status
+    assert http.headers == {"WWW-Authenticate": challenge}
+    assert errors.error_body(http) == {"code": code, "description": error.description}
+
+
+def test_a_description_can_be_narrowed_but_the_class_default_stays():
+    assert errors.InvalidToken("token is malformed").description == "token is malformed"
+    assert errors.InvalidToken().description == "Token is not valid."
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (falcon.HTTPNotFound(), "not_found"),
+        (falcon.HTTPMethodNotAllowed(["GET"]), "method_not_allowed"),
+        (falcon.HTTPInternalServerError(), "internal_error"),
+        (falcon.HTTPError(falcon.HTTP_418), "i_m_a_teapot"),
+        (falcon.HTTPBadRequest(description="header X-Evil=<script> is bad"), "bad_request"),
+    ],
+)
+def test_framework_errors_get_a_code_and_a_fixed_description(error, code):
+    body = errors.error_body(error)
+    assert body["code"] == code
+    assert "<script>" not in body["description"]
+
+
+def test_serializer_writes_json_whatever_the_client_accepts():
+    req = falcon.testing.create_req(headers={"Accept": "application/xml"})
+    resp = falcon.Response()
+    errors.serialize_error(req, resp, falcon.HTTPNotFound())
+    assert resp.content_type == falcon.MEDIA_JSON
+    assert json.loads(resp.data)["code"] == "not_found"

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import pytest
+
+from service.settings import ConfigError, Settings
+
+BASE = {"JWT_AUDIENCE": "https://api.example.com", "JWT_SECRET": "s" * 32}
+
+
+def settings(**env) -> Settings:
+    return Settings.from_env({**BASE, **env})
+
+
+def config_error(**env) -> str:
+    values = {**BASE, **env}
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({name: value for name, value in values.items() if value is not None})
+    return str(raised.value)
+
+
+def test_defaults_for_a_secret():
+    result = settings()
+    assert result.audiences == ("https://api.example.com",)
+    assert result.algorithms == ("HS256",)
+    assert result.issuer is None
+    assert result.leeway == 5
+    assert result.cors_allow_origins == ("*",)
+    assert result.port == 8000
+    assert result.workers >= 1
+    assert result.log_level == "info"
+    assert result.access_log is True
+
+
+def test_jwks_file_defaults_to_rs256():
+    result = Settings.from_env({"JWT_AUDIENCE": "a", "JWT_JWKS_FILE": "/keys.json"})
+    assert result.algorithms == ("RS256",)
+    assert result.jwks_file == "/keys.json"
+
+
+def test_lists_are_comma_separated_and_trimmed():
+    result = settings(JWT_AUDIENCE=" a , b ,", CORS_ALLOW_ORIGINS="https://a.example, http://localhost:3000")
+    assert result.audiences == ("a", "b")
+    assert result.cors_allow_origins == ("https://a.example", "http://localhost:3000")
+
+
+def test_empty_variables_count_as_unset():
+    assert settings(JWT_ISSUER="", PORT=" ").issuer is None
+
+
+def test_numbers_and_flags_are_parsed():
+    result = settings(JWT_LEEWAY="1.5", PORT="9000", WEB_CONCURRENCY="3", LOG_LEVEL="DEBUG", ACCESS_LOG="0")
+    assert (result.leeway, result.port, result.workers, result.log_level, result.access_log) == (
+        1.5,
+        9000,
+        3,
+        "debug",
+        False,
+    )
+
+
+def test_secret_is_not_shown_by_repr():
+    assert "s" * 32 not in repr(settings())
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"JWT_AUDIENCE": None}, "JWT_AUDIENCE"),
+        ({"JWT_AUDIENCE": " , "}, "JWT_AUDIENCE"),
+        ({"JWT_SECRET": None}, "JWT_SECRET"),
+        ({"JWT_SECRET": "short"}, "JWT_SECRET"),
+        ({"JWT_JWKS_FILE": "/k.json"}, "JWT_JWKS_FILE"),
+        ({"JWT_ALGORITHMS": "none"}, "JWT_ALGORITHMS"),
+        ({"JWT_ALGORITHMS": "HS256,RS256"}, "JWT_ALGORITHMS"),
+        ({"JWT_ALGORITHMS": "RS256"}, "JWT_JWKS_FILE"),
+        ({"JWT_ALGORITHMS": "HS512"}, "JWT_SECRET"),
+        ({"JWT_LEEWAY": "soon"}, "JWT_LEEWAY"),
+        ({"JWT_LEEWAY": "-1"}, "JWT_LEEWAY"),
+        ({"JWT_LEEWAY": "nan"}, "JWT_LEEWAY"),
+        ({"PORT": "http"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG"),
+        ({"CORS_ALLOW_ORIGINS": "https://app.example.com/"}, "CORS_ALLOW_ORIGINS"),
+        ({"CORS_ALLOW_ORIGINS": "app.example.com"}, "CORS_ALLOW_ORIGINS"),
+    ],
+)
+def test_bad_or_missing_value_names_the_variable(env, variable):
+    message = config_error(**env)
+    assert variable in message
+    assert "\n" not in message
+
+
+def test_hs512_needs_a_64_byte_secret():
+    assert "64 bytes" in config_error(JWT_ALGORITHMS="HS512", JWT_SECRET="s" * 48)
+    assert settings(JWT_ALGORITHMS="HS512", JWT_SECRET="s" * 64).algorithms == ("HS512",)
+
+
+def test_settings_built_directly_are_checked_too():
+    with pytest.raises(ConfigError):
+        Settings(audiences=("a",), algorithms=("HS256",), secret=b"short")
