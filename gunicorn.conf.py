@@ -35,6 +35,9 @@ limit_request_fields = 100
 loglevel = settings.log_level
 errorlog = "-"
 accesslog = "-" if settings.access_log else None
+# gunicorn's default format logs the query string and Referer, where clients sometimes put tokens; this one
+# logs the path only, plus status, bytes, user agent and the time taken in milliseconds.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s" %(M)sms'
 # No runtime control socket: its default path is shared by every instance on a host, and signals
 # (HUP to reload, TERM to stop) cover what operators need.
 control_socket_disable = True

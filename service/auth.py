@@ -103,7 +103,6 @@ class AuthMiddleware:
             claims = self._verifier.verify(bearer_token(req.get_header("Authorization")))
             requirement.check(claims)
         except AuthError as error:
-            req.context.auth_error = error.code
             raise error.to_http(self._realm) from None
         req.context.claims = claims
 

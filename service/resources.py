@@ -37,7 +37,9 @@ class ScopedPing(_TextResource):
 
 
 class Health:
-    """Liveness: 200 while the process serves requests."""
+    """Liveness: 200 while the process serves requests (GET, or HEAD for probes that send it)."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
+
+    on_head = on_get

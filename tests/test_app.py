@@ -43,7 +43,10 @@ def test_public_ping_ignores_a_bad_token(hs_client):
 
 
 def test_healthz_answers_200(hs_client):
-    assert hs_client.simulate_get("/healthz").status_code == 200
+    assert hs_client.simulate_get("/healthz").json == {"status": "ok"}
+    head = hs_client.simulate_head("/healthz")
+    assert head.status_code == 200
+    assert head.content == b""
 
 
 def test_valid_token_gets_secured_ping(mode):

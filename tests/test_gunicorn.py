@@ -1,0 +1,384 @@
+"""End to end: the service under real gunicorn (`gunicorn -c gunicorn.conf.py`, two workers), called over HTTP.
+
+One server per key mode serves the whole module; every request goes to 127.0.0.1 on a fresh connection.
+The start-up tests run gunicorn with a bad environment and expect it to stop with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from service import resources
+from tests.factories import (
+    AUDIENCE,
+    ISSUER,
+    OTHER_RSA_KEY,
+    SECRET,
+    default_jwks,
+    make_token,
+    wall_clock_token,
+    write_jwks,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = (sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "service.app:app")
+WORKERS = 2
+START_TIMEOUT = 15.0  # seconds for a starting gunicorn to answer /healthz
+EXIT_TIMEOUT = 5.0  # seconds for a misconfigured gunicorn to exit
+STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
+LOG_TIMEOUT = 5.0  # seconds for a request's access log line to appear
+BOOT_TIMEOUT = 5.0  # seconds for every worker to be forked once /healthz answers
+GUNICORN_DEFAULT_FIELD_SIZE = 8190  # bytes; gunicorn.conf.py raises limit_request_field_size above it
+
+ORIGIN = "https://app.example.com"
+REALM = 'Bearer realm="api"'
+INVALID_TOKEN = f'{REALM}, error="invalid_token"'
+INSUFFICIENT_SCOPE = f'{REALM}, error="insufficient_scope", scope="read:messages"'
+CONFIG_ERROR = "service: configuration error:"
+
+# A key of the right type for each algorithm that the server does not trust, and the kid to claim for it.
+OTHER_KEYS = {
+    "HS256": ("t" * 32, None),
+    "RS256": (OTHER_RSA_KEY, "rsa-1"),
+    "ES256": (ec.generate_private_key(ec.SECP256R1()), "ec-1"),
+}
+
+
+@dataclass(frozen=True)
+class Response:
+    """A response read to the end: status, headers (case-insensitive) and body."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running gunicorn: its master process, the loopback port, and the files its stdout and stderr go to."""
+
+    process: subprocess.Popen
+    port: int
+    stdout: Path
+    stderr: Path
+
+    def request(
+        self, method: str, path: str, headers: Mapping[str, str] | None = None, timeout: float = 5.0
+    ) -> Response:
+        """One request on a fresh connection, closed before returning."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return Response(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+
+    def get(
+        self, path: str = "/secured/ping", token: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        """GET `path`, with `Authorization: Bearer <token>` when a token is given."""
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.request("GET", path, headers)
+
+    def workers(self) -> set[int]:
+        """Pids of the master's live child processes (read from /proc)."""
+        found = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):  # the process ended while we looked
+                state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+                if int(ppid) == self.process.pid and state != "Z":
+                    found.add(int(stat.parent.name))
+        return found
+
+
+def environment(**variables: str) -> dict[str, str]:
+    """A clean environment for gunicorn: PATH, two workers, no access log, plus `variables`."""
+    return {"PATH": os.environ.get("PATH", os.defpath), "WEB_CONCURRENCY": str(WORKERS), "ACCESS_LOG": "0", **variables}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))  # every interface, as gunicorn.conf.py binds
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn(environ: Mapping[str, str], log_dir: Path) -> Iterator[Server]:
+    """gunicorn serving the service with `environ` (plus PORT) until the block ends; logs go to files in log_dir."""
+    port = free_port()
+    stdout, stderr = log_dir / "stdout.log", log_dir / "stderr.log"
+    # Files, not pipes: gunicorn can never block on a full pipe, and the parent keeps no handle open.
+    with stdout.open("ab") as out, stderr.open("ab") as err:  # appends: two workers share each file
+        process = subprocess.Popen(
+            GUNICORN,
+            cwd=ROOT,
+            env={**environ, "PORT": str(port)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,  # its own process group, so the SIGKILL fallback reaches the workers too
+        )
+    try:
+        server = Server(process, port, stdout, stderr)
+        wait_until_healthy(server)
+        yield server
+    finally:
+        stop(process)
+
+
+def wait_until_healthy(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {server.process.returncode} on start:\n{server.stderr.read_text()}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if server.request("GET", "/healthz", timeout=1.0).status == 200:
+                return
+        time.sleep(0.05)
+    pytest.fail(f"gunicorn did not answer /healthz within {START_TIMEOUT:.0f} s:\n{server.stderr.read_text()}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (gunicorn's graceful stop), then SIGKILL to the whole process group if it lingers."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # the group ended meanwhile
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def run_to_exit(environ: Mapping[str, str]) -> tuple[int, str]:
+    """Start gunicorn and wait for it to exit by itself: (exit status, stderr). Fails if it keeps running."""
+    with subprocess.Popen(
+        GUNICORN,
+        cwd=ROOT,
+        env={**environ, "PORT": str(free_port())},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            _, stderr = process.communicate(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            _, stderr = process.communicate()
+            pytest.fail(f"gunicorn still ran {EXIT_TIMEOUT:.0f} s after start:\n{stderr}")
+    return process.returncode, stderr
+
+
+def wait_for_log(path: Path, *agents: str) -> dict[str, str]:
+    """The access log line of each request sent with one of these User-Agents, once all have been written.
+
+    gunicorn writes a request's line after sending the response, so the lines are polled for.
+    """
+    deadline = time.monotonic() + LOG_TIMEOUT
+    while True:
+        text = path.read_text()
+        lines = {agent: line for line in text.splitlines() for agent in agents if f'"{agent}" ' in line}
+        if len(lines) == len(agents):
+            return lines
+        if time.monotonic() > deadline:
+            pytest.fail(f"no access log line for each of {agents} within {LOG_TIMEOUT:.0f} s:\n{text}")
+        time.sleep(0.02)
+
+
+def assert_error(response: Response, status: int, code: str, challenge: str | None) -> None:
+    assert response.status == status
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["code"] == code
+    assert response.headers["WWW-Authenticate"] == challenge
+
+
+@pytest.fixture(scope="module")
+def hs_server(tmp_path_factory) -> Iterator[Server]:
+    """HS256 with JWT_SECRET; the access log is on (in `stdout`) and CORS allows ORIGIN only."""
+    environ = environment(
+        JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, ACCESS_LOG="1", CORS_ALLOW_ORIGINS=ORIGIN
+    )
+    with gunicorn(environ, tmp_path_factory.mktemp("hs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def jwks_server(tmp_path_factory) -> Iterator[Server]:
+    """RS256 and ES256 with the public keys of tests.factories.default_jwks() in JWT_JWKS_FILE."""
+    directory = tmp_path_factory.mktemp("jwks")
+    environ = environment(
+        JWT_JWKS_FILE=write_jwks(directory / "jwks.json", default_jwks()),
+        JWT_ALGORITHMS="RS256,ES256",
+        JWT_AUDIENCE=AUDIENCE,
+        JWT_ISSUER=ISSUER,
+    )
+    with gunicorn(environ, directory) as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["hs", "jwks"])
+def server(request) -> Server:
+    """Each key mode's server, for checks that need no token."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture(scope="module", params=["HS256", "RS256", "ES256"])
+def mode(request) -> tuple[str, Server]:
+    """(algorithm, server that verifies it): the token checks must hold in every key mode."""
+    return request.param, request.getfixturevalue("hs_server" if request.param == "HS256" else "jwks_server")
+
+
+def test_gunicorn_serves_public_ping_as_text(server):
+    response = server.get("/ping")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.text == resources.PUBLIC_PING
+
+
+def test_gunicorn_rejects_secured_ping_without_token(server):
+    assert_error(server.get(), 401, "authorization_header_missing", REALM)
+
+
+def test_gunicorn_serves_secured_ping_with_valid_token(mode):
+    algorithm, server = mode
+    response = server.get(token=wall_clock_token(algorithm))
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.text == resources.SECURED_PING
+
+
+def test_gunicorn_rejects_expired_token(mode):
+    algorithm, server = mode
+    token = make_token(algorithm, now=time.time() - 3600)  # expired 50 minutes ago
+    assert_error(server.get(token=token), 401, "token_expired", INVALID_TOKEN)
+
+
+def test_gunicorn_rejects_token_signed_by_another_key(mode):
+    algorithm, server = mode
+    key, kid = OTHER_KEYS[algorithm]
+    token = wall_clock_token(algorithm, key=key, kid=kid)
+    assert_error(server.get(token=token), 401, "token_invalid_signature", INVALID_TOKEN)
+
+
+def test_gunicorn_serves_scoped_ping_only_with_the_scope(mode):
+    algorithm, server = mode
+    granted = server.get("/secured/scoped/ping", token=wall_clock_token(algorithm, scope="read:messages"))
+    assert granted.status == 200
+    assert granted.text == resources.SCOPED_PING
+    refused = server.get("/secured/scoped/ping", token=wall_clock_token(algorithm))
+    assert_error(refused, 403, "insufficient_scope", INSUFFICIENT_SCOPE)
+
+
+def test_gunicorn_answers_unknown_path_with_json_404(server):
+    response = server.get("/no/such/path")
+    assert response.status == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"code": "not_found", "description": "No resource is served at this path."}
+
+
+def test_gunicorn_runs_two_workers_that_serve_40_fresh_connections(hs_server):
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while len(workers := hs_server.workers()) < WORKERS and time.monotonic() < deadline:
+        time.sleep(0.05)  # /healthz answered once the first worker booted; the second may still be booting
+    assert len(workers) == WORKERS
+    token = wall_clock_token()
+    responses = [hs_server.get(token=token) for _ in range(40)]
+    assert [(r.status, r.text) for r in responses] == [(200, resources.SECURED_PING)] * 40
+    assert hs_server.workers() == workers  # no worker died and was replaced along the way
+
+
+def test_gunicorn_accepts_an_8_kib_token(hs_server):
+    token = wall_clock_token(padding="x" * 6144)
+    assert GUNICORN_DEFAULT_FIELD_SIZE < len(f"Authorization: Bearer {token}") < 16384
+    response = hs_server.get(token=token)
+    assert response.status == 200
+    assert response.text == resources.SECURED_PING
+
+
+def test_gunicorn_answers_cors_preflight_without_token(hs_server):
+    response = hs_server.request(
+        "OPTIONS",
+        "/secured/ping",
+        {"Origin": ORIGIN, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"},
+    )
+    assert response.status == 200
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()
+    assert response.headers["WWW-Authenticate"] is None
+
+
+def test_gunicorn_cross_origin_401_carries_cors_headers(hs_server):
+    response = hs_server.get(headers={"Origin": ORIGIN})
+    assert_error(response, 401, "authorization_header_missing", REALM)
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+
+
+def test_gunicorn_gives_no_cors_headers_to_an_origin_not_allowed(hs_server):
+    response = hs_server.get("/ping", headers={"Origin": "https://evil.example.com"})
+    assert response.status == 200
+    assert response.headers["Access-Control-Allow-Origin"] is None
+
+
+def test_gunicorn_access_log_never_contains_the_token(hs_server):
+    valid, expired = wall_clock_token(), make_token(now=time.time() - 3600)
+    agents = {valid: f"log-check-{uuid.uuid4()}", expired: f"log-check-{uuid.uuid4()}"}  # the log shows User-Agent
+    assert hs_server.get(token=valid, headers={"User-Agent": agents[valid]}).status == 200
+    # Some clients put tokens in the query string or leak them through Referer; the log must drop both.
+    leaky = {"User-Agent": agents[expired], "Referer": f"https://app.example.com/cb?access_token={expired}"}
+    assert hs_server.get(f"/secured/ping?access_token={expired}", headers=leaky).status == 401
+    lines = wait_for_log(hs_server.stdout, *agents.values())
+    assert '"GET /secured/ping HTTP/1.1" 200 ' in lines[agents[valid]]
+    assert '"GET /secured/ping HTTP/1.1" 401 ' in lines[agents[expired]]
+    logs = hs_server.stdout.read_text() + hs_server.stderr.read_text()
+    for token in agents:
+        signature = token.rsplit(".", 1)[1]
+        assert token not in logs
+        assert signature not in logs
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"JWT_AUDIENCE": AUDIENCE}, "JWT_SECRET"),
+        ({"JWT_SECRET": SECRET, "JWT_ISSUER": ISSUER}, "JWT_AUDIENCE"),
+        ({"JWT_SECRET": SECRET[:31], "JWT_AUDIENCE": AUDIENCE}, "JWT_SECRET"),
+    ],
+    ids=["no-key-source", "no-audience", "short-secret"],
+)
+def test_gunicorn_refuses_to_start_with_a_bad_configuration(variables, named):
+    status, stderr = run_to_exit(environment(**variables))
+    assert status == 1
+    lines = [line for line in stderr.splitlines() if line.startswith(CONFIG_ERROR)]
+    assert len(lines) == 1, stderr
+    assert named in lines[0]
+    assert "Traceback" not in stderr
+    assert "Booting worker" not in stderr  # the check runs in the master, before any worker forks
