@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -13,21 +14,25 @@ from collections.abc import Callable
 import falcon
 
 from service import resources
-from service.auth import AuthMiddleware
+from service.auth import AuthMiddleware, declared_scopes
 from service.cors import CorsMiddleware
 from service.errors import serialize_error
-from service.keys import KeySource, load_keys
+from service.keys import KeySource
+from service.keysources import load_keys
 from service.logs import configure_logging
 from service.settings import Settings
 from service.verifier import TokenVerifier
+
+METADATA_PATH = "/.well-known/oauth-protected-resource"
 
 
 def create_app(
     settings: Settings, *, keys: KeySource | None = None, clock: Callable[[], float] = time.time
 ) -> falcon.App:
     """The WSGI app. `keys` defaults to the key source the settings name; `clock` gives seconds since the epoch."""
+    keys = keys if keys is not None else load_keys(settings)
     verifier = TokenVerifier(
-        keys if keys is not None else load_keys(settings),
+        keys,
         algorithms=settings.algorithms,
         audiences=settings.audiences,
         issuer=settings.issuer,
@@ -35,13 +40,24 @@ def create_app(
         clock=clock,
     )
     app = falcon.App(
-        middleware=[CorsMiddleware(settings.cors_allow_origins), AuthMiddleware(verifier, settings.realm)],
+        middleware=[
+            CorsMiddleware(settings.cors_allow_origins),
+            AuthMiddleware(verifier, settings.realm, METADATA_PATH),
+        ],
     )
     app.set_error_serializer(serialize_error)
-    app.add_route("/ping", resources.PublicPing())
-    app.add_route("/secured/ping", resources.SecuredPing())
-    app.add_route("/secured/scoped/ping", resources.ScopedPing())
+    api = {
+        "/ping": resources.PublicPing(),
+        "/secured/ping": resources.SecuredPing(),
+        "/secured/scoped/ping": resources.ScopedPing(),
+    }
+    for path, resource in api.items():
+        app.add_route(path, resource)
+    scopes = {scope for resource in api.values() for scope in declared_scopes(resource)}
+    app.add_route(METADATA_PATH, resources.ProtectedResourceMetadata(settings.audiences[0], settings.issuer, scopes))
     app.add_route("/healthz", resources.Health())
+    app.add_route("/readyz", resources.Readiness(keys, retry_after=max(1, math.ceil(settings.jwks_refresh_cooldown))))
+    keys.start()
     return app
 
 

@@ -7,6 +7,7 @@ that declare nothing are public and untouched. Verified claims land on `req.cont
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import falcon
 
 from service.errors import AuthError, AuthorizationHeaderMissing, InsufficientScope, InvalidHeader
 
+_SAFE_PREFIX = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*")
 TOKEN_NOT_FOUND = "Token not found"  # noqa: S105 (a message, not a secret)
 TOO_MANY_PARTS = "Authorization header must be Bearer + \\s + token"
 
@@ -84,16 +86,25 @@ def is_preflight(req: falcon.Request) -> bool:
     )
 
 
+def declared_scopes(resource: object) -> set[str]:
+    """Every scope the resource or its responders require."""
+    declarations = [getattr(resource, "auth", None)]
+    declarations += [getattr(getattr(resource, name), "auth", None) for name in dir(resource) if name.startswith("on_")]
+    return {scope for declared in declarations if isinstance(declared, Requires) for scope in declared.scopes}
+
+
 class AuthMiddleware:
     """Enforces each resource's `Requires` declaration in `process_resource`.
 
     `verifier` is anything with `verify(token) -> claims` that raises AuthError; `realm` goes into the
-    `WWW-Authenticate` challenge of every failure.
+    `WWW-Authenticate` challenge of every failure, and so does the URL of the protected resource metadata
+    (RFC 9728) when `metadata_path` is given, built from the request's own scheme and host.
     """
 
-    def __init__(self, verifier, realm: str):
+    def __init__(self, verifier, realm: str, metadata_path: str | None = None):
         self._verifier = verifier
         self._realm = realm
+        self._metadata_path = metadata_path
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
         requirement = _requirement(resource, req.method)
@@ -103,8 +114,14 @@ class AuthMiddleware:
             claims = self._verifier.verify(bearer_token(req.get_header("Authorization")))
             requirement.check(claims)
         except AuthError as error:
-            raise error.to_http(self._realm) from None
+            raise error.to_http(self._realm, self._metadata_url(req)) from None
         req.context.claims = claims
+
+    def _metadata_url(self, req: falcon.Request) -> str | None:
+        # The Host header is the client's: only a plain scheme://host[:port] goes into a response header.
+        if self._metadata_path is None or not _SAFE_PREFIX.fullmatch(req.prefix):
+            return None
+        return req.prefix + self._metadata_path
 
 
 def _requirement(resource: object, method: str) -> Requires | None:

@@ -35,16 +35,26 @@ class AuthError(Exception):
             self.description = description
         super().__init__(self.description)
 
-    def challenge(self, realm: str) -> str:
-        """The `WWW-Authenticate` value for this error."""
-        value = f'Bearer realm="{realm}"'
+    def challenge(self, realm: str, resource_metadata: str | None = None) -> str:
+        """The `WWW-Authenticate` value for this error (RFC 6750; `resource_metadata` from RFC 9728)."""
+        params = [f'realm="{realm}"']
         if self.challenge_error:
-            value += f', error="{self.challenge_error}"'
-        return value
+            params.append(f'error="{self.challenge_error}"')
+        params.extend(self._extra_params())
+        if resource_metadata:
+            params.append(f'resource_metadata="{resource_metadata}"')
+        return "Bearer " + ", ".join(params)
 
-    def to_http(self, realm: str) -> ApiError:
+    def _extra_params(self) -> list[str]:
+        return []
+
+    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
+        """Response headers for this failure: its challenge."""
+        return {"WWW-Authenticate": self.challenge(realm, resource_metadata)}
+
+    def to_http(self, realm: str, resource_metadata: str | None = None) -> ApiError:
         """The HTTP error Falcon sends for this failure."""
-        return ApiError(self.status, self.code, self.description, {"WWW-Authenticate": self.challenge(realm)})
+        return ApiError(self.status, self.code, self.description, self.headers(realm, resource_metadata))
 
 
 class AuthorizationHeaderMissing(AuthError):
@@ -98,8 +108,24 @@ class InsufficientScope(AuthError):
         super().__init__()
         self.scopes = scopes
 
-    def challenge(self, realm: str) -> str:
-        return f'{super().challenge(realm)}, scope="{" ".join(self.scopes)}"'
+    def _extra_params(self) -> list[str]:
+        return [f'scope="{" ".join(self.scopes)}"']
+
+
+class JwksUnavailable(AuthError):
+    """No signing keys could be fetched yet: the token may be fine, so this is a 503, not a 401."""
+
+    status = falcon.HTTP_503
+    code = "jwks_unavailable"
+    description = "the identity provider's signing keys are not available yet; retry later"
+    challenge_error = None
+
+    def __init__(self, retry_after: int):
+        super().__init__()
+        self.retry_after = retry_after
+
+    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 # Fixed bodies for errors Falcon raises itself; keyed by status code. Descriptions never echo the request.
@@ -108,6 +134,7 @@ _FRAMEWORK_ERRORS = {
     404: ("not_found", "No resource is served at this path."),
     405: ("method_not_allowed", "This method is not allowed on this resource."),
     413: ("payload_too_large", "The request body is too large."),
+    503: ("unavailable", "The service cannot answer this request now; retry later."),
     415: ("unsupported_media_type", "The request body has a media type this resource does not accept."),
     500: ("internal_error", "The server hit an unexpected error."),
 }

@@ -1,12 +1,11 @@
 """Verification keys: a shared HS secret, or public keys from a JWKS document, chosen by `kid`.
 
-Both key sources answer `resolve(kid, algorithm)` with a key ready for PyJWT, or raise `InvalidToken`.
+Every key source answers `resolve(kid, algorithm)` with a key ready for PyJWT, or raise `InvalidToken`.
 Key objects are built once at load time, one per (kid, algorithm), so requests only do a dict lookup.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -14,18 +13,35 @@ import jwt
 
 from service import algorithms
 from service.errors import InvalidToken
-from service.settings import ConfigError, Settings
 
 UNKNOWN_KEY = "token signing key is not known"
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
 
 
 class KeySource(Protocol):
+    """Where the verifier gets keys: a shared secret, a JWKS file, or a JWKS fetched over HTTP."""
+
+    @property
+    def ready(self) -> bool:
+        """True when tokens can be verified now."""
+
+    def start(self) -> None:
+        """Called once the app is built; a remote source begins fetching here."""
+
     def resolve(self, kid: str | None, algorithm: str) -> object:
-        """The key that verifies a token with this `kid` header and `alg`; raises `InvalidToken`."""
+        """The key that verifies a token with this `kid` header and `alg`; raises an AuthError."""
 
 
-class SharedSecret:
+class _StaticKeys:
+    """Keys known at start: always ready, nothing to start."""
+
+    ready = True
+
+    def start(self) -> None:
+        pass
+
+
+class SharedSecret(_StaticKeys):
     """The HS secret: the same key for every token, whatever its `kid`."""
 
     def __init__(self, secret: bytes):
@@ -35,7 +51,7 @@ class SharedSecret:
         return self._secret
 
 
-class KeySet:
+class KeySet(_StaticKeys):
     """Public keys from a JWKS document, indexed by (kid, algorithm); a key without `kid` is found by None."""
 
     def __init__(self, keys: dict[tuple[str | None, str], jwt.PyJWK]):
@@ -85,22 +101,3 @@ class KeySet:
                     raise ValueError(f"key {kid!r} is too weak: {too_weak}")
                 keys[(kid, algorithm)] = key
         return cls(keys)
-
-
-def load_keys(settings: Settings) -> KeySource:
-    """The key source the settings name; raises ConfigError when it cannot be used."""
-    if settings.secret:
-        return SharedSecret(settings.secret)
-    try:
-        with open(settings.jwks_file, "rb") as handle:
-            document = json.load(handle)
-        key_set = KeySet.from_jwks(document, settings.algorithms)
-    except OSError as error:
-        raise ConfigError(f"JWT_JWKS_FILE cannot be read: {error.strerror} ({settings.jwks_file}).") from None
-    except ValueError as error:  # json.JSONDecodeError is a ValueError too
-        raise ConfigError(f"JWT_JWKS_FILE is not a usable JWKS: {error}.") from None
-    if not len(key_set):
-        raise ConfigError(
-            f"JWT_JWKS_FILE has no signing key for {', '.join(settings.algorithms)} ({settings.jwks_file})."
-        )
-    return key_set

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import json
+
 import falcon
 
 from service.auth import Requires
+from service.errors import ApiError
+from service.keys import KeySource
 
 PUBLIC_PING = "All good. You don't need to be authenticated to call this"
 SECURED_PING = "All good. You only get this message if you're authenticated"
@@ -43,3 +47,40 @@ class Health:
         resp.media = {"status": "ok"}
 
     on_head = on_get
+
+
+class Readiness:
+    """Readiness: 200 when tokens can be verified (keys held, or an HS secret), else 503 with the reason."""
+
+    def __init__(self, keys: KeySource, retry_after: int):
+        self._keys = keys
+        self._retry_after = str(retry_after)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self._keys.ready:
+            raise ApiError(
+                falcon.HTTP_503,
+                "jwks_unavailable",
+                "the identity provider's signing keys have not been fetched yet",
+                {"Retry-After": self._retry_after},
+            )
+        resp.media = {"status": "ready"}
+
+    on_head = on_get
+
+
+class ProtectedResourceMetadata:
+    """RFC 9728 metadata: how an OAuth client gets a token this API accepts. Built once, served as is."""
+
+    def __init__(self, resource: str, authorization_server: str | None, scopes: set[str]):
+        document = {"resource": resource}
+        if authorization_server:
+            document["authorization_servers"] = [authorization_server]
+        document["scopes_supported"] = sorted(scopes)
+        document["bearer_methods_supported"] = ["header"]
+        self._body = json.dumps(document).encode()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.cache_control = ["public", "max-age=3600"]
+        resp.data = self._body

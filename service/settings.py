@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from service import algorithms
+from service import algorithms, fetch
 
 DEFAULT_LEEWAY = 5.0
+DEFAULT_JWKS_CACHE_TTL = 600.0
+DEFAULT_JWKS_REFRESH_COOLDOWN = 30.0
+DEFAULT_JWKS_TIMEOUT = 5.0
 DEFAULT_PORT = 8000
 DEFAULT_REALM = "api"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -43,7 +48,11 @@ class Settings:
     issuer: str | None = None
     secret: bytes | None = field(default=None, repr=False)
     jwks_file: str | None = None
+    jwks_url: str | None = None
     leeway: float = DEFAULT_LEEWAY
+    jwks_cache_ttl: float = DEFAULT_JWKS_CACHE_TTL
+    jwks_refresh_cooldown: float = DEFAULT_JWKS_REFRESH_COOLDOWN
+    jwks_timeout: float = DEFAULT_JWKS_TIMEOUT
     cors_allow_origins: tuple[str, ...] = ("*",)
     port: int = DEFAULT_PORT
     workers: int = field(default_factory=default_workers)
@@ -55,8 +64,10 @@ class Settings:
         _check_key_source(self)
         if not self.audiences or not all(self.audiences):
             raise ConfigError("JWT_AUDIENCE must name at least one audience.")
-        if not math.isfinite(self.leeway) or self.leeway < 0:
-            raise ConfigError("JWT_LEEWAY must be zero or more seconds.")
+        _check_seconds("JWT_LEEWAY", self.leeway, allow_zero=True)
+        _check_seconds("JWT_JWKS_CACHE_TTL", self.jwks_cache_ttl)
+        _check_seconds("JWT_JWKS_REFRESH_COOLDOWN", self.jwks_refresh_cooldown, allow_zero=True)
+        _check_seconds("JWT_JWKS_TIMEOUT", self.jwks_timeout)
         for origin in self.cors_allow_origins:
             _check_origin(origin)
         if not 1 <= self.port <= 65535:
@@ -66,22 +77,43 @@ class Settings:
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
 
+    @property
+    def key_source(self) -> str:
+        """Where verification keys come from: "secret", "file", "url" or "discovery" (from JWT_ISSUER)."""
+        if self.secret:
+            return "secret"
+        if self.jwks_file:
+            return "file"
+        return "url" if self.jwks_url else "discovery"
+
+    @property
+    def discovery_url(self) -> str | None:
+        """The OpenID Connect discovery document of the issuer, in discovery mode."""
+        if self.key_source != "discovery":
+            return None
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from environment variables; an empty variable counts as unset."""
         env = {name: value.strip() for name, value in environ.items() if value.strip()}
-        secret = env.get("JWT_SECRET")
-        jwks_file = env.get("JWT_JWKS_FILE")
         if "JWT_AUDIENCE" not in env:
             raise ConfigError("JWT_AUDIENCE is missing: set it to the API identifier your tokens are issued for.")
-        default_algorithm = "HS256" if secret and not jwks_file else "RS256"
+        if "AUTH0_DOMAIN" in env:
+            env.update(_auth0(env))
+        secret = env.get("JWT_SECRET")
+        default_algorithm = "HS256" if secret and len(_key_sources(env)) == 1 else "RS256"
         return cls(
             audiences=_csv(env["JWT_AUDIENCE"]),
             algorithms=_csv(env.get("JWT_ALGORITHMS", default_algorithm)),
             issuer=env.get("JWT_ISSUER"),
             secret=secret.encode() if secret else None,
-            jwks_file=jwks_file,
+            jwks_file=env.get("JWT_JWKS_FILE"),
+            jwks_url=env.get("JWT_JWKS_URL"),
             leeway=_number(env, "JWT_LEEWAY", DEFAULT_LEEWAY),
+            jwks_cache_ttl=_number(env, "JWT_JWKS_CACHE_TTL", DEFAULT_JWKS_CACHE_TTL),
+            jwks_refresh_cooldown=_number(env, "JWT_JWKS_REFRESH_COOLDOWN", DEFAULT_JWKS_REFRESH_COOLDOWN),
+            jwks_timeout=_number(env, "JWT_JWKS_TIMEOUT", DEFAULT_JWKS_TIMEOUT),
             cors_allow_origins=_csv(env.get("CORS_ALLOW_ORIGINS", "*")),
             port=int(_number(env, "PORT", DEFAULT_PORT, integer=True)),
             workers=int(_number(env, "WEB_CONCURRENCY", default_workers(), integer=True)),
@@ -90,11 +122,41 @@ class Settings:
         )
 
 
+_KEY_SOURCES = ("JWT_SECRET", "JWT_JWKS_FILE", "JWT_JWKS_URL")
+
+
+def _key_sources(env: Mapping[str, object]) -> list[str]:
+    return [name for name in _KEY_SOURCES if env.get(name)]
+
+
+def _auth0(env: Mapping[str, str]) -> dict[str, str]:
+    """AUTH0_DOMAIN stands for the tenant's issuer and JWKS URL; it cannot be combined with either."""
+    clashing = [name for name in ("JWT_ISSUER", *_KEY_SOURCES) if name in env]
+    if clashing:
+        raise ConfigError(
+            f"AUTH0_DOMAIN and {clashing[0]} are both set: AUTH0_DOMAIN already sets the issuer and keys."
+        )
+    domain = env["AUTH0_DOMAIN"].removeprefix("https://").rstrip("/")
+    if not _HOST.fullmatch(domain):
+        raise ConfigError("AUTH0_DOMAIN must be a host name such as your-tenant.us.auth0.com.")
+    return {"JWT_ISSUER": f"https://{domain}/", "JWT_JWKS_URL": f"https://{domain}/.well-known/jwks.json"}
+
+
 def _check_key_source(settings: Settings) -> None:
-    if settings.secret and settings.jwks_file:
-        raise ConfigError("JWT_SECRET and JWT_JWKS_FILE are both set: choose one key source.")
-    if not settings.secret and not settings.jwks_file:
-        raise ConfigError("No key source: set JWT_JWKS_FILE (RS256/ES256 public keys) or JWT_SECRET (HS256).")
+    sources = _key_sources(
+        {"JWT_SECRET": settings.secret, "JWT_JWKS_FILE": settings.jwks_file, "JWT_JWKS_URL": settings.jwks_url}
+    )
+    if len(sources) > 1:
+        raise ConfigError(f"{sources[0]} and {sources[1]} are both set: choose one key source.")
+    if not sources and not settings.issuer:
+        raise ConfigError(
+            "No key source: set JWT_JWKS_URL, AUTH0_DOMAIN or JWT_ISSUER (OpenID Connect discovery) for "
+            "public keys, JWT_JWKS_FILE for a local JWKS, or JWT_SECRET for HS256."
+        )
+    if settings.jwks_url:
+        _check_fetch_url("JWT_JWKS_URL", settings.jwks_url)
+    if not sources:
+        _check_fetch_url("JWT_ISSUER", settings.issuer)
     if not settings.algorithms:
         raise ConfigError("JWT_ALGORITHMS must name at least one algorithm.")
     unknown = [name for name in settings.algorithms if name not in algorithms.SUPPORTED]
@@ -108,12 +170,22 @@ def _check_key_source(settings: Settings) -> None:
         raise ConfigError("JWT_ALGORITHMS mixes HS and public-key algorithms; allow one family only.")
     if hmac and not settings.secret:
         raise ConfigError(f"JWT_ALGORITHMS allows {hmac[0]}, which needs JWT_SECRET.")
-    if not hmac and not settings.jwks_file:
-        raise ConfigError(f"JWT_ALGORITHMS allows {settings.algorithms[0]}, which needs public keys in JWT_JWKS_FILE.")
+    if not hmac and settings.secret:
+        raise ConfigError(f"JWT_ALGORITHMS allows {settings.algorithms[0]}, which needs public keys, not JWT_SECRET.")
     if hmac:
         needed = max(algorithms.HMAC_MIN_SECRET_BYTES[name] for name in hmac)
         if len(settings.secret) < needed:
             raise ConfigError(f"JWT_SECRET is too short: {', '.join(hmac)} needs at least {needed} bytes.")
+
+
+def _check_fetch_url(name: str, url: str) -> None:
+    if not fetch.is_secure_url(url):
+        raise ConfigError(f"{name} must be an https:// URL (plain http is allowed only for localhost).")
+
+
+def _check_seconds(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'zero or more' if allow_zero else 'more than zero'} seconds.")
 
 
 def _check_origin(origin: str) -> None:

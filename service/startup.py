@@ -5,15 +5,23 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from service.keys import load_keys
+from service.jwks import RemoteKeySet
+from service.keysources import load_keys, prefetch
+from service.logs import configure_logging
 from service.settings import ConfigError, Settings
 
 
 def load_or_exit(environ: Mapping[str, str]) -> Settings:
-    """Settings from `environ` after checking that its key source loads; exits with status 1 otherwise."""
+    """Settings from `environ` after checking that its key source loads; exits with status 1 otherwise.
+
+    A remote JWKS is fetched here once, for every process forked from this one.
+    """
     try:
         settings = Settings.from_env(environ)
-        load_keys(settings)
+        configure_logging(settings.log_level)
+        keys = load_keys(settings)
+        if isinstance(keys, RemoteKeySet):
+            prefetch(settings, keys)
     except ConfigError as error:
         sys.exit(f"service: configuration error: {error}")
     return settings

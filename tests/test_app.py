@@ -12,6 +12,8 @@ from tests.factories import NOW, OTHER_RSA_KEY, forge, hs_settings, make_token, 
 REALM = 'Bearer realm="api"'
 INVALID_TOKEN = f'{REALM}, error="invalid_token"'
 INVALID_REQUEST = f'{REALM}, error="invalid_request"'
+# Every challenge ends with the RFC 9728 metadata URL, built from the request's host (falcon.testing's default).
+METADATA = ', resource_metadata="http://falconframework.org/.well-known/oauth-protected-resource"'
 
 
 def get(client, path="/secured/ping", token=None, headers=None):
@@ -28,7 +30,7 @@ def assert_error(result, status: int, code: str, challenge: str | None):
     assert set(body) == {"code", "description"}
     assert body["code"] == code
     assert body["description"]
-    assert result.headers.get("www-authenticate") == challenge
+    assert result.headers.get("www-authenticate") == (challenge and challenge + METADATA)
 
 
 def test_public_ping_needs_no_token(hs_client):

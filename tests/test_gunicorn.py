@@ -214,11 +214,13 @@ def wait_for_log(path: Path, *agents: str) -> dict[str, str]:
         time.sleep(0.02)
 
 
-def assert_error(response: Response, status: int, code: str, challenge: str | None) -> None:
+def assert_error(response: Response, status: int, code: str, challenge: str, server: Server) -> None:
+    """An error response whose challenge is `challenge` followed by the server's RFC 9728 metadata URL."""
+    metadata = f'resource_metadata="http://127.0.0.1:{server.port}/.well-known/oauth-protected-resource"'
     assert response.status == status
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["code"] == code
-    assert response.headers["WWW-Authenticate"] == challenge
+    assert response.headers["WWW-Authenticate"] == f"{challenge}, {metadata}"
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +267,7 @@ def test_gunicorn_serves_public_ping_as_text(server):
 
 
 def test_gunicorn_rejects_secured_ping_without_token(server):
-    assert_error(server.get(), 401, "authorization_header_missing", REALM)
+    assert_error(server.get(), 401, "authorization_header_missing", REALM, server)
 
 
 def test_gunicorn_serves_secured_ping_with_valid_token(mode):
@@ -279,14 +281,14 @@ def test_gunicorn_serves_secured_ping_with_valid_token(mode):
 def test_gunicorn_rejects_expired_token(mode):
     algorithm, server = mode
     token = make_token(algorithm, now=time.time() - 3600)  # expired 50 minutes ago
-    assert_error(server.get(token=token), 401, "token_expired", INVALID_TOKEN)
+    assert_error(server.get(token=token), 401, "token_expired", INVALID_TOKEN, server)
 
 
 def test_gunicorn_rejects_token_signed_by_another_key(mode):
     algorithm, server = mode
     key, kid = OTHER_KEYS[algorithm]
     token = wall_clock_token(algorithm, key=key, kid=kid)
-    assert_error(server.get(token=token), 401, "token_invalid_signature", INVALID_TOKEN)
+    assert_error(server.get(token=token), 401, "token_invalid_signature", INVALID_TOKEN, server)
 
 
 def test_gunicorn_serves_scoped_ping_only_with_the_scope(mode):
@@ -295,7 +297,7 @@ def test_gunicorn_serves_scoped_ping_only_with_the_scope(mode):
     assert granted.status == 200
     assert granted.text == resources.SCOPED_PING
     refused = server.get("/secured/scoped/ping", token=wall_clock_token(algorithm))
-    assert_error(refused, 403, "insufficient_scope", INSUFFICIENT_SCOPE)
+    assert_error(refused, 403, "insufficient_scope", INSUFFICIENT_SCOPE, server)
 
 
 def test_gunicorn_answers_unknown_path_with_json_404(server):
@@ -338,7 +340,7 @@ def test_gunicorn_answers_cors_preflight_without_token(hs_server):
 
 def test_gunicorn_cross_origin_401_carries_cors_headers(hs_server):
     response = hs_server.get(headers={"Origin": ORIGIN})
-    assert_error(response, 401, "authorization_header_missing", REALM)
+    assert_error(response, 401, "authorization_header_missing", REALM, hs_server)
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
 
 

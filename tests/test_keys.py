@@ -5,7 +5,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service import errors
-from service.keys import KeySet, SharedSecret, load_keys
+from service.keys import KeySet, SharedSecret
+from service.keysources import load_keys
 from service.settings import ConfigError
 from tests.factories import EC_KEY, RSA_KEY, hs_settings, jwks, jwks_settings, public_jwk, write_jwks
 

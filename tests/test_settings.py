@@ -72,7 +72,7 @@ def test_secret_is_not_shown_by_repr():
         ({"JWT_JWKS_FILE": "/k.json"}, "JWT_JWKS_FILE"),
         ({"JWT_ALGORITHMS": "none"}, "JWT_ALGORITHMS"),
         ({"JWT_ALGORITHMS": "HS256,RS256"}, "JWT_ALGORITHMS"),
-        ({"JWT_ALGORITHMS": "RS256"}, "JWT_JWKS_FILE"),
+        ({"JWT_ALGORITHMS": "RS256"}, "JWT_ALGORITHMS"),
         ({"JWT_ALGORITHMS": "HS512"}, "JWT_SECRET"),
         ({"JWT_LEEWAY": "soon"}, "JWT_LEEWAY"),
         ({"JWT_LEEWAY": "-1"}, "JWT_LEEWAY"),
@@ -100,3 +100,58 @@ def test_hs512_needs_a_64_byte_secret():
 def test_settings_built_directly_are_checked_too():
     with pytest.raises(ConfigError):
         Settings(audiences=("a",), algorithms=("HS256",), secret=b"short")
+
+
+def test_jwks_url_settings_and_their_defaults():
+    result = Settings.from_env({"JWT_AUDIENCE": "a", "JWT_JWKS_URL": "https://idp.example.com/jwks.json"})
+    assert result.key_source == "url"
+    assert result.algorithms == ("RS256",)
+    assert (result.jwks_cache_ttl, result.jwks_refresh_cooldown, result.jwks_timeout) == (600, 30, 5)
+
+
+def test_small_jwks_timings_are_accepted():
+    result = Settings.from_env(
+        {
+            "JWT_AUDIENCE": "a",
+            "JWT_JWKS_URL": "http://127.0.0.1:8080/jwks.json",
+            "JWT_JWKS_CACHE_TTL": "1",
+            "JWT_JWKS_REFRESH_COOLDOWN": "2",
+            "JWT_JWKS_TIMEOUT": "0.5",
+        }
+    )
+    assert (result.jwks_cache_ttl, result.jwks_refresh_cooldown, result.jwks_timeout) == (1, 2, 0.5)
+
+
+def test_auth0_domain_sets_issuer_and_jwks_url():
+    for domain in ("tenant.eu.auth0.com", "https://tenant.eu.auth0.com/"):
+        result = Settings.from_env({"JWT_AUDIENCE": "a", "AUTH0_DOMAIN": domain})
+        assert result.issuer == "https://tenant.eu.auth0.com/"
+        assert result.jwks_url == "https://tenant.eu.auth0.com/.well-known/jwks.json"
+        assert result.algorithms == ("RS256",)
+
+
+def test_issuer_alone_means_openid_connect_discovery():
+    result = Settings.from_env({"JWT_AUDIENCE": "a", "JWT_ISSUER": "https://idp.example.com/realms/x/"})
+    assert result.key_source == "discovery"
+    assert result.discovery_url == "https://idp.example.com/realms/x/.well-known/openid-configuration"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"JWT_SECRET": None, "JWT_JWKS_URL": "http://idp.example.com/jwks.json"}, "JWT_JWKS_URL"),
+        ({"JWT_SECRET": None, "JWT_JWKS_URL": "ftp://idp.example.com/jwks.json"}, "JWT_JWKS_URL"),
+        ({"JWT_SECRET": None, "JWT_ISSUER": "http://idp.example.com/"}, "JWT_ISSUER"),
+        ({"JWT_JWKS_URL": "https://idp.example.com/jwks.json"}, "JWT_JWKS_URL"),
+        ({"JWT_SECRET": None, "AUTH0_DOMAIN": "t.auth0.com", "JWT_ISSUER": "https://x/"}, "JWT_ISSUER"),
+        ({"AUTH0_DOMAIN": "t.auth0.com"}, "JWT_SECRET"),
+        ({"JWT_SECRET": None, "AUTH0_DOMAIN": "t.auth0.com/path"}, "AUTH0_DOMAIN"),
+        ({"JWT_JWKS_CACHE_TTL": "0"}, "JWT_JWKS_CACHE_TTL"),
+        ({"JWT_JWKS_TIMEOUT": "-1"}, "JWT_JWKS_TIMEOUT"),
+        ({"JWT_JWKS_REFRESH_COOLDOWN": "soon"}, "JWT_JWKS_REFRESH_COOLDOWN"),
+    ],
+)
+def test_bad_remote_key_settings_name_the_variable(env, variable):
+    message = config_error(**env)
+    assert variable in message
+    assert "\n" not in message

@@ -1,0 +1,180 @@
+"""Public keys fetched from the identity provider over HTTP, kept fresh without stalling requests.
+
+`RemoteKeySet` answers `resolve(kid, algorithm)` from the keys it holds, so a known `kid` never waits on the
+network. Refreshes run in a background thread, one at a time, at most one per cooldown: when the keys are
+older than the TTL, when a token names an unknown `kid` (that request waits up to the fetch timeout for the
+refresh), and while no keys are held. A failed refresh keeps the keys that were good. With no keys at all,
+requests get `JwksUnavailable` (503) and the store keeps trying by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service import fetch
+from service.errors import InvalidToken, JwksUnavailable
+from service.keys import KeySet
+
+log = logging.getLogger(__name__)
+
+
+class IssuerMismatch(fetch.FetchError):
+    """The discovery document names another issuer than the configured one."""
+
+
+class JwksLocation:
+    """Where the JWKS is: a fixed URL, or the `jwks_uri` of the issuer's OpenID Connect discovery document."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        jwks_url: str | None = None,
+        issuer: str | None = None,
+        discovery_url: str | None = None,
+        get_json: Callable[[str, float], object] = fetch.get_json,
+    ):
+        self.jwks_url = jwks_url
+        self._issuer = issuer
+        self._discovery_url = discovery_url
+        self._timeout = timeout
+        self._get_json = get_json
+
+    def fetch(self) -> object:
+        """The JWKS document; discovers its URL first when it is not known yet. Raises FetchError."""
+        if self.jwks_url is None:
+            self.jwks_url = self._discover()
+        return self._get_json(self.jwks_url, self._timeout)
+
+    def _discover(self) -> str:
+        document = self._get_json(self._discovery_url, self._timeout)
+        if not isinstance(document, dict):
+            raise fetch.FetchError("the discovery document is not a JSON object")
+        if document.get("issuer") != self._issuer:
+            raise IssuerMismatch("the discovery document names another issuer than JWT_ISSUER")
+        jwks_uri = document.get("jwks_uri")
+        if not fetch.is_secure_url(jwks_uri):
+            raise fetch.FetchError("the discovery document has no https jwks_uri")
+        return jwks_uri
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Keys with the monotonic time they were fetched at: what the gunicorn master hands to its workers."""
+
+    keys: KeySet
+    fetched_at: float
+
+
+def _spawn_thread(target: Callable[[], None]) -> None:
+    threading.Thread(target=target, name="jwks-refresh", daemon=True).start()
+
+
+class RemoteKeySet:
+    """A KeySource over a JwksLocation (anything with `fetch()` and `jwks_url`).
+
+    `ttl`, `cooldown` and `timeout` are seconds on `clock` (time.monotonic by default); `spawn` runs a
+    refresh in the background (a daemon thread by default); `snapshot` is keys fetched before this process
+    started, such as those the gunicorn master hands to its workers.
+    """
+
+    def __init__(
+        self,
+        location: JwksLocation,
+        algorithms: tuple[str, ...],
+        *,
+        ttl: float,
+        cooldown: float,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        spawn: Callable[[Callable[[], None]], None] = _spawn_thread,
+        snapshot: Snapshot | None = None,
+    ):
+        self.location = location
+        self._algorithms = algorithms
+        self._ttl, self._cooldown, self._timeout = ttl, cooldown, timeout
+        self._clock = clock
+        self._spawn = spawn
+        self._lock = threading.Lock()
+        self._snapshot = snapshot
+        self._last_attempt = -math.inf
+        self._in_flight: threading.Event | None = None
+        self.last_error: Exception | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once keys are held (they stay held through failed refreshes)."""
+        return self._snapshot is not None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def start(self) -> None:
+        """Begin fetching in the background when no keys are held yet."""
+        if not self.ready:
+            self._refresh_in_background()
+
+    def refresh_now(self) -> bool:
+        """Fetch in the calling thread (at start, before forking); True when keys were loaded."""
+        done = threading.Event()
+        with self._lock:
+            self._last_attempt = self._clock()
+            self._in_flight = done
+        self._refresh(done)
+        return self.last_error is None
+
+    def resolve(self, kid: str | None, algorithm: str) -> object:
+        snapshot = self._snapshot
+        if snapshot is None:
+            self._refresh_in_background()
+            raise JwksUnavailable(retry_after=max(1, math.ceil(self._cooldown)))
+        if self._clock() >= snapshot.fetched_at + self._ttl:
+            self._refresh_in_background()
+        try:
+            return snapshot.keys.resolve(kid, algorithm)
+        except InvalidToken:
+            pending = self._refresh_in_background()
+            if pending is None:
+                raise
+        pending.wait(self._timeout)
+        return self._snapshot.keys.resolve(kid, algorithm)
+
+    def _refresh_in_background(self) -> threading.Event | None:
+        """The refresh in flight, or a new one unless the cooldown forbids it (then None)."""
+        with self._lock:
+            if self._in_flight is not None:
+                return self._in_flight
+            now = self._clock()
+            if now < self._last_attempt + self._cooldown:
+                return None
+            self._last_attempt = now
+            self._in_flight = done = threading.Event()
+        self._spawn(lambda: self._refresh(done))
+        return done
+
+    def _refresh(self, done: threading.Event) -> None:
+        try:
+            keys = KeySet.from_jwks(self.location.fetch(), self._algorithms)
+            if not len(keys):
+                raise ValueError(f"no signing key for {', '.join(self._algorithms)}")
+        except (fetch.FetchError, ValueError) as error:
+            self.last_error = error
+            held = "keeping the keys held" if self.ready else "no keys held yet"
+            log.warning("JWKS refresh failed (%s); %s", error, held)
+        except Exception as error:  # never let a refresh thread die silently
+            self.last_error = error
+            log.exception("JWKS refresh failed unexpectedly")
+        else:
+            self.last_error = None
+            self._snapshot = Snapshot(keys, self._clock())
+            log.info("JWKS refreshed: %d signing keys", len(keys))
+        finally:
+            with self._lock:
+                self._in_flight = None
+            done.set()
