@@ -46,10 +46,18 @@ class JwksLocation:
         self._get_json = get_json
 
     def fetch(self) -> object:
-        """The JWKS document; discovers its URL first when it is not known yet. Raises FetchError."""
+        """The JWKS document; discovers its URL first when it is not known yet. Raises FetchError.
+
+        A discovered URL that stops answering is looked up again on the next fetch, in case it moved.
+        """
         if self.jwks_url is None:
             self.jwks_url = self._discover()
-        return self._get_json(self.jwks_url, self._timeout)
+        try:
+            return self._get_json(self.jwks_url, self._timeout)
+        except fetch.FetchError:
+            if self._discovery_url is not None:
+                self.jwks_url = None
+            raise
 
     def _discover(self) -> str:
         document = self._get_json(self._discovery_url, self._timeout)
@@ -116,7 +124,11 @@ class RemoteKeySet:
         return self._snapshot
 
     def start(self) -> None:
-        """Begin fetching in the background when no keys are held yet."""
+        """Begin fetching in the background when no keys are held yet (at most once per cooldown).
+
+        Called when the app is built and by every readiness probe, so a process that started while the
+        provider was down recovers even before secured traffic reaches it.
+        """
         if not self.ready:
             self._refresh_in_background()
 
@@ -132,8 +144,12 @@ class RemoteKeySet:
     def resolve(self, kid: str | None, algorithm: str) -> object:
         snapshot = self._snapshot
         if snapshot is None:
-            self._refresh_in_background()
-            raise JwksUnavailable(retry_after=max(1, math.ceil(self._cooldown)))
+            pending = self._refresh_in_background()
+            if pending is not None:
+                pending.wait(self._timeout)  # the provider may just have come back
+            snapshot = self._snapshot
+            if snapshot is None:
+                raise JwksUnavailable(retry_after=max(1, math.ceil(self._cooldown)))
         if self._clock() >= snapshot.fetched_at + self._ttl:
             self._refresh_in_background()
         try:

@@ -58,6 +58,7 @@ class Readiness:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if not self._keys.ready:
+            self._keys.start()  # a probe is a reason to try the provider again (at most once per cooldown)
             raise ApiError(
                 falcon.HTTP_503,
                 "jwks_unavailable",

@@ -141,6 +141,8 @@ def test_issuer_alone_means_openid_connect_discovery():
     [
         ({"JWT_SECRET": None, "JWT_JWKS_URL": "http://idp.example.com/jwks.json"}, "JWT_JWKS_URL"),
         ({"JWT_SECRET": None, "JWT_JWKS_URL": "ftp://idp.example.com/jwks.json"}, "JWT_JWKS_URL"),
+        ({"JWT_SECRET": None, "JWT_JWKS_URL": "http://[::1/jwks.json"}, "JWT_JWKS_URL"),
+        ({"JWT_SECRET": None, "JWT_JWKS_URL": "http://127.0.0.1:abc/jwks.json"}, "JWT_JWKS_URL"),
         ({"JWT_SECRET": None, "JWT_ISSUER": "http://idp.example.com/"}, "JWT_ISSUER"),
         ({"JWT_JWKS_URL": "https://idp.example.com/jwks.json"}, "JWT_JWKS_URL"),
         ({"JWT_SECRET": None, "AUTH0_DOMAIN": "t.auth0.com", "JWT_ISSUER": "https://x/"}, "JWT_ISSUER"),
