@@ -46,12 +46,17 @@ def check_claims(
 
 
 def _numeric_date(claims: dict, name: str) -> float | None:
-    """The claim as a number, None when absent; a non-number (bool, string, NaN, ...) is InvalidToken."""
+    """The claim as a float, None when absent; a non-number (bool, string, NaN, 1e400, ...) is InvalidToken."""
     if name not in claims:
         return None
     value = claims[name]
-    if type(value) is int or (type(value) is float and math.isfinite(value)):
-        return value
+    if type(value) in (int, float):
+        try:
+            value = float(value)  # an int beyond the float range raises OverflowError
+        except OverflowError:
+            value = math.inf
+        if math.isfinite(value):
+            return value
     raise InvalidToken(f"token has an invalid {name} claim")
 
 

@@ -27,7 +27,7 @@ def load_keys(settings: Settings, *, get_json=fetch.get_json) -> KeySource:
         try:
             return SharedSecret(settings.secret, settings.algorithms)
         except ValueError:
-            message = "JWT_SECRET looks like a PEM or SSH key; use a random secret for HS algorithms."
+            message = "JWT_SECRET looks like a public key (PEM, SSH, DER or JWK); use a random secret."
             raise ConfigError(message) from None
     if settings.key_source == "file":
         return _load_file(settings)

@@ -53,19 +53,19 @@ class TokenVerifier:
         """The token's claims when it is valid now; raises an AuthError subclass otherwise."""
         try:
             claims = self._verify_signature(token)
+            check_claims(
+                claims,
+                now=self._clock(),
+                leeway=self._leeway,
+                audiences=self._audiences,
+                issuer=self._issuer,
+                max_age=self._max_token_age,
+            )
         except AuthError:
             raise
         except Exception as error:  # a token must never turn into a 5xx, whatever a library raises
             log.warning("token rejected by an unexpected %s", error.__class__.__name__)
             raise InvalidToken(jws.MALFORMED) from None
-        check_claims(
-            claims,
-            now=self._clock(),
-            leeway=self._leeway,
-            audiences=self._audiences,
-            issuer=self._issuer,
-            max_age=self._max_token_age,
-        )
         return claims
 
     def _verify_signature(self, token: str) -> dict:
@@ -77,8 +77,8 @@ class TokenVerifier:
         if any(name in header for name in _REFUSED_HEADER_PARAMETERS):
             raise InvalidToken(_UNSUPPORTED_HEADER)
         kid = header.get("kid")
-        if kid is not None and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):
-            raise InvalidToken(jws.MALFORMED)
+        if "kid" in header and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):
+            raise InvalidToken(jws.MALFORMED)  # a null kid must not select the key without kid
         key = self._keys.resolve(kid, algorithm)
         if not key.verify(parsed.signing_input, parsed.signature):
             raise InvalidSignature()
