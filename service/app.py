@@ -37,6 +37,7 @@ def create_app(
         audiences=settings.audiences,
         issuer=settings.issuer,
         leeway=settings.leeway,
+        max_token_age=settings.max_token_age,
         clock=clock,
     )
     app = falcon.App(

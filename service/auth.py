@@ -16,6 +16,8 @@ import falcon
 from service.errors import AuthError, AuthorizationHeaderMissing, InsufficientScope, InvalidHeader
 
 _SAFE_PREFIX = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*")
+_BEARER_SCHEME = re.compile(r"bearer(?:\s|$)", re.IGNORECASE)
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 TOKEN_NOT_FOUND = "Token not found"  # noqa: S105 (a message, not a secret)
 TOO_MANY_PARTS = "Authorization header must be Bearer + \\s + token"
 
@@ -64,17 +66,21 @@ def granted_scopes(claims: dict) -> frozenset[str]:
 
 
 def bearer_token(header: str | None) -> str:
-    """The token from an `Authorization: Bearer <token>` value (scheme case-insensitive)."""
+    """The token from an `Authorization: Bearer <token>` value (RFC 6750 section 2.1).
+
+    The scheme is case-insensitive; scheme and token are separated by spaces only, and the token must be
+    a token68 (no quotes, commas, tabs or a second credential joined in by a repeated header).
+    """
     if header is None or not header.strip():
         raise AuthorizationHeaderMissing()
-    parts = header.split()
-    if parts[0].lower() != "bearer":
+    if not _BEARER_SCHEME.match(header):
         raise InvalidHeader()
-    if len(parts) == 1:
+    credentials = header[len("bearer") :].strip(" ")
+    if not credentials.strip():
         raise InvalidHeader(TOKEN_NOT_FOUND)
-    if len(parts) > 2:
+    if not header[len("bearer")] == " " or not _TOKEN68.fullmatch(credentials):
         raise InvalidHeader(TOO_MANY_PARTS)
-    return parts[1]
+    return credentials
 
 
 def is_preflight(req: falcon.Request) -> bool:

@@ -20,17 +20,25 @@ def check_claims(
     leeway: float,
     audiences: Collection[str],
     issuer: str | None,
+    max_age: float | None = None,
 ) -> None:
-    """Raise the matching AuthError unless the claims hold at `now` (seconds since the epoch)."""
+    """Raise the matching AuthError unless the claims hold at `now` (seconds since the epoch).
+
+    `max_age`, when set, also expires a token `max_age` seconds after its `iat`, which it then requires.
+    """
     exp = _numeric_date(claims, "exp")
     if exp is None:
         raise InvalidToken("token has no expiry (exp)")
     if now >= exp + leeway:
         raise TokenExpired()
-    for name in ("nbf", "iat"):
-        value = _numeric_date(claims, name)
-        if value is not None and value > now + leeway:
-            raise TokenNotYetValid()
+    nbf, iat = _numeric_date(claims, "nbf"), _numeric_date(claims, "iat")
+    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+        raise TokenNotYetValid()
+    if max_age is not None:
+        if iat is None:
+            raise InvalidToken("token has no issue time (iat)")
+        if now >= iat + max_age + leeway:
+            raise TokenExpired()
     if issuer is not None and claims.get("iss") != issuer:
         raise InvalidIssuer()
     if not _audience_matches(claims.get("aud"), audiences):
@@ -38,13 +46,18 @@ def check_claims(
 
 
 def _numeric_date(claims: dict, name: str) -> float | None:
-    """The claim as a number, None when absent; a non-number (bool, string, NaN, ...) is InvalidToken."""
+    """The claim as a float, None when absent; a non-number (bool, string, NaN, 1e400, ...) is InvalidToken."""
     if name not in claims:
         return None
     value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidToken(f"token has an invalid {name} claim")
-    return value
+    if type(value) in (int, float):
+        try:
+            value = float(value)  # an int beyond the float range raises OverflowError
+        except OverflowError:
+            value = math.inf
+        if math.isfinite(value):
+            return value
+    raise InvalidToken(f"token has an invalid {name} claim")
 
 
 def _audience_matches(aud: object, audiences: Collection[str]) -> bool:

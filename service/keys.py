@@ -1,21 +1,59 @@
 """Verification keys: a shared HS secret, or public keys from a JWKS document, chosen by `kid`.
 
-Every key source answers `resolve(kid, algorithm)` with a key ready for PyJWT, or raise `InvalidToken`.
-Key objects are built once at load time, one per (kid, algorithm), so requests only do a dict lookup.
+Every key source answers `resolve(kid, algorithm)` with a `VerificationKey`, or raises an AuthError. Keys
+are prepared once at load time, one per (kid, algorithm), so a request only does a dict lookup.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import get_default_algorithms
 
 from service import algorithms
 from service.errors import InvalidToken
 
 UNKNOWN_KEY = "token signing key is not known"
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """One key, prepared for one algorithm: PyJWT's algorithm object does the cryptography."""
+
+    algorithm: jwt.algorithms.Algorithm
+    key: object
+    # The only signature length this key can produce: RSA the modulus size (RFC 8017 section 8.2.2), ECDSA
+    # the fixed R||S form (RFC 7518 section 3.4), HMAC the hash size. Anything else is refused unread.
+    signature_length: int
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        """True when `signature` is this key's signature over `signing_input`."""
+        return len(signature) == self.signature_length and self.algorithm.verify(signing_input, self.key, signature)
+
+    @classmethod
+    def prepare(cls, algorithm_name: str, key: object) -> VerificationKey:
+        """Prepare a secret (bytes) or a public key object for `algorithm_name`; raises ValueError."""
+        algorithm = get_default_algorithms()[algorithm_name]
+        try:
+            prepared = algorithm.prepare_key(key)
+        except (jwt.PyJWTError, TypeError, ValueError) as error:
+            raise ValueError(f"not a key for {algorithm_name}: {error}") from None
+        return cls(algorithm, prepared, _signature_length(algorithm, prepared))
+
+
+def _signature_length(algorithm: jwt.algorithms.Algorithm, key: object) -> int:
+    if isinstance(key, rsa.RSAPublicKey):
+        return (key.key_size + 7) // 8
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return 2 * ((key.curve.key_size + 7) // 8)
+    if isinstance(key, bytes):
+        return algorithm.hash_alg().digest_size
+    raise ValueError("only HMAC secrets and RSA or EC public keys verify tokens here")
 
 
 class KeySource(Protocol):
@@ -28,7 +66,7 @@ class KeySource(Protocol):
     def start(self) -> None:
         """Called once the app is built; a remote source begins fetching here."""
 
-    def resolve(self, kid: str | None, algorithm: str) -> object:
+    def resolve(self, kid: str | None, algorithm: str) -> VerificationKey:
         """The key that verifies a token with this `kid` header and `alg`; raises an AuthError."""
 
 
@@ -42,25 +80,28 @@ class _StaticKeys:
 
 
 class SharedSecret(_StaticKeys):
-    """The HS secret: the same key for every token, whatever its `kid`."""
+    """The HS secret, prepared for each allowed HS algorithm: the same key whatever the token's `kid`."""
 
-    def __init__(self, secret: bytes):
-        self._secret = secret
+    def __init__(self, secret: bytes, algorithms: Iterable[str]):
+        self._keys = {name: VerificationKey.prepare(name, secret) for name in algorithms}
 
-    def resolve(self, kid: str | None, algorithm: str) -> bytes:
-        return self._secret
+    def resolve(self, kid: str | None, algorithm: str) -> VerificationKey:
+        key = self._keys.get(algorithm)
+        if key is None:
+            raise InvalidToken(UNKNOWN_KEY)
+        return key
 
 
 class KeySet(_StaticKeys):
     """Public keys from a JWKS document, indexed by (kid, algorithm); a key without `kid` is found by None."""
 
-    def __init__(self, keys: dict[tuple[str | None, str], jwt.PyJWK]):
+    def __init__(self, keys: dict[tuple[str | None, str], VerificationKey]):
         self._keys = keys
 
     def __len__(self) -> int:
         return len({kid for kid, _ in self._keys})
 
-    def resolve(self, kid: str | None, algorithm: str) -> jwt.PyJWK:
+    def resolve(self, kid: str | None, algorithm: str) -> VerificationKey:
         key = self._keys.get((kid, algorithm))
         if key is None:
             raise InvalidToken(UNKNOWN_KEY)
@@ -76,7 +117,7 @@ class KeySet(_StaticKeys):
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise ValueError('not a JWKS document (expected an object with a "keys" list)')
         allowed = tuple(allowed)
-        keys: dict[tuple[str | None, str], jwt.PyJWK] = {}
+        keys: dict[tuple[str | None, str], VerificationKey] = {}
         for jwk in document["keys"]:
             if not isinstance(jwk, dict):
                 raise ValueError("a key in the JWKS is not a JSON object")
@@ -99,5 +140,5 @@ class KeySet(_StaticKeys):
                 too_weak = key.Algorithm.check_key_length(key.key)
                 if too_weak:
                     raise ValueError(f"key {kid!r} is too weak: {too_weak}")
-                keys[(kid, algorithm)] = key
+                keys[(kid, algorithm)] = VerificationKey.prepare(algorithm, key.key)
         return cls(keys)

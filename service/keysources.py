@@ -24,7 +24,11 @@ _handed_down: dict[tuple, tuple[Snapshot, str]] = {}
 def load_keys(settings: Settings, *, get_json=fetch.get_json) -> KeySource:
     """The key source the settings name; raises ConfigError when a JWKS file cannot be used."""
     if settings.key_source == "secret":
-        return SharedSecret(settings.secret)
+        try:
+            return SharedSecret(settings.secret, settings.algorithms)
+        except ValueError:
+            message = "JWT_SECRET looks like a public key (PEM, SSH, DER or JWK); use a random secret."
+            raise ConfigError(message) from None
     if settings.key_source == "file":
         return _load_file(settings)
     snapshot, jwks_url = _handed_down.get(_identity(settings), (None, settings.jwks_url))

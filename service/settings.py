@@ -50,6 +50,7 @@ class Settings:
     jwks_file: str | None = None
     jwks_url: str | None = None
     leeway: float = DEFAULT_LEEWAY
+    max_token_age: float | None = None
     jwks_cache_ttl: float = DEFAULT_JWKS_CACHE_TTL
     jwks_refresh_cooldown: float = DEFAULT_JWKS_REFRESH_COOLDOWN
     jwks_timeout: float = DEFAULT_JWKS_TIMEOUT
@@ -65,6 +66,8 @@ class Settings:
         if not self.audiences or not all(self.audiences):
             raise ConfigError("JWT_AUDIENCE must name at least one audience.")
         _check_seconds("JWT_LEEWAY", self.leeway, allow_zero=True)
+        if self.max_token_age is not None:
+            _check_seconds("JWT_MAX_TOKEN_AGE", self.max_token_age)
         _check_seconds("JWT_JWKS_CACHE_TTL", self.jwks_cache_ttl)
         _check_seconds("JWT_JWKS_REFRESH_COOLDOWN", self.jwks_refresh_cooldown, allow_zero=True)
         _check_seconds("JWT_JWKS_TIMEOUT", self.jwks_timeout)
@@ -111,6 +114,7 @@ class Settings:
             jwks_file=env.get("JWT_JWKS_FILE"),
             jwks_url=env.get("JWT_JWKS_URL"),
             leeway=_number(env, "JWT_LEEWAY", DEFAULT_LEEWAY),
+            max_token_age=_number(env, "JWT_MAX_TOKEN_AGE", None),
             jwks_cache_ttl=_number(env, "JWT_JWKS_CACHE_TTL", DEFAULT_JWKS_CACHE_TTL),
             jwks_refresh_cooldown=_number(env, "JWT_JWKS_REFRESH_COOLDOWN", DEFAULT_JWKS_REFRESH_COOLDOWN),
             jwks_timeout=_number(env, "JWT_JWKS_TIMEOUT", DEFAULT_JWKS_TIMEOUT),
@@ -203,7 +207,7 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
+def _number(env: Mapping[str, str], name: str, default: float | None, *, integer: bool = False) -> float | None:
     if name not in env:
         return default
     try:

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm, RSAPSSAlgorithm
 
 from service import errors
 from service.keys import KeySet, SharedSecret
 from service.keysources import load_keys
 from service.settings import ConfigError
-from tests.factories import EC_KEY, RSA_KEY, hs_settings, jwks, jwks_settings, public_jwk, write_jwks
+from tests.factories import EC_KEY, RSA_KEY, hs_settings, jwks, jwks_settings, pem, public_jwk, write_jwks
 
 RSA_JWK = public_jwk(RSA_KEY, "rsa-1")
 EC_JWK = public_jwk(EC_KEY, "ec-1")
@@ -16,8 +16,8 @@ EC_JWK = public_jwk(EC_KEY, "ec-1")
 
 def test_keys_are_found_by_kid_and_algorithm():
     key_set = KeySet.from_jwks(jwks(RSA_JWK, EC_JWK), ("RS256", "ES256"))
-    assert isinstance(key_set.resolve("rsa-1", "RS256"), jwt.PyJWK)
-    assert key_set.resolve("ec-1", "ES256").algorithm_name == "ES256"
+    assert isinstance(key_set.resolve("rsa-1", "RS256").algorithm, RSAAlgorithm)
+    assert key_set.resolve("ec-1", "ES256").signature_length == 64
     assert len(key_set) == 2
 
 
@@ -37,7 +37,7 @@ def test_a_key_without_kid_is_found_by_a_token_without_kid():
 
 def test_one_rsa_key_serves_every_allowed_rsa_algorithm_unless_its_alg_says_otherwise():
     key_set = KeySet.from_jwks(jwks(RSA_JWK, public_jwk(RSA_KEY, "pinned", alg="RS256")), ("RS256", "PS256"))
-    assert key_set.resolve("rsa-1", "PS256").algorithm_name == "PS256"
+    assert isinstance(key_set.resolve("rsa-1", "PS256").algorithm, RSAPSSAlgorithm)
     with pytest.raises(errors.InvalidToken):
         key_set.resolve("pinned", "PS256")
 
@@ -72,7 +72,16 @@ def test_weak_rsa_keys_are_refused():
 
 
 def test_shared_secret_resolves_to_the_secret_whatever_the_kid():
-    assert SharedSecret(b"k" * 32).resolve("anything", "HS256") == b"k" * 32
+    secret = SharedSecret(b"k" * 32, ("HS256",))
+    assert secret.resolve("anything", "HS256").key == b"k" * 32
+    assert secret.resolve(None, "HS256").signature_length == 32
+    with pytest.raises(errors.InvalidToken):
+        secret.resolve(None, "HS512")
+
+
+def test_a_secret_that_looks_like_a_public_key_is_refused():
+    with pytest.raises(ValueError):
+        SharedSecret(pem(RSA_KEY), ("HS256",))
 
 
 def test_load_keys_reads_the_jwks_file(tmp_path):

@@ -22,7 +22,7 @@ from tests.factories import (
 
 def hs_verifier(clock=None) -> TokenVerifier:
     return TokenVerifier(
-        SharedSecret(SECRET.encode()),
+        SharedSecret(SECRET.encode(), ("HS256",)),
         algorithms=("HS256",),
         audiences=(AUDIENCE,),
         issuer=ISSUER,
