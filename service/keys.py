@@ -30,20 +30,21 @@ class VerificationKey:
     # The only signature length this key can produce: RSA the modulus size (RFC 8017 section 8.2.2), ECDSA
     # the fixed R||S form (RFC 7518 section 3.4), HMAC the hash size. Anything else is refused unread.
     signature_length: int
+    key_id: str | None = None  # the JWK's kid; None for the HS secret and keys without kid
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
         """True when `signature` is this key's signature over `signing_input`."""
         return len(signature) == self.signature_length and self.algorithm.verify(signing_input, self.key, signature)
 
     @classmethod
-    def prepare(cls, algorithm_name: str, key: object) -> VerificationKey:
+    def prepare(cls, algorithm_name: str, key: object, key_id: str | None = None) -> VerificationKey:
         """Prepare a secret (bytes) or a public key object for `algorithm_name`; raises ValueError."""
         algorithm = get_default_algorithms()[algorithm_name]
         try:
             prepared = algorithm.prepare_key(key)
         except (jwt.PyJWTError, TypeError, ValueError) as error:
             raise ValueError(f"not a key for {algorithm_name}: {error}") from None
-        return cls(algorithm, prepared, _signature_length(algorithm, prepared))
+        return cls(algorithm, prepared, _signature_length(algorithm, prepared), key_id)
 
 
 def _signature_length(algorithm: jwt.algorithms.Algorithm, key: object) -> int:
@@ -140,5 +141,5 @@ class KeySet(_StaticKeys):
                 too_weak = key.Algorithm.check_key_length(key.key)
                 if too_weak:
                     raise ValueError(f"key {kid!r} is too weak: {too_weak}")
-                keys[(kid, algorithm)] = VerificationKey.prepare(algorithm, key.key)
+                keys[(kid, algorithm)] = VerificationKey.prepare(algorithm, key.key, kid)
         return cls(keys)
