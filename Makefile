@@ -8,7 +8,7 @@ DEV_ISSUER := https://dev.local/
 DEV_AUDIENCE := https://api.dev.local
 SCOPE ?=
 
-.PHONY: install run token test lint clean
+.PHONY: install run token test lint loadtest clean
 
 # Bootstrap output goes to stderr so `$(make -s token)` captures only the token.
 $(BIN)/.installed: requirements.txt
@@ -35,6 +35,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# A benchmark, not a test: DURATION, CONNECTIONS, WORKERS (and HS_TOKENS, RS_TOKENS, MEMORY_TOKENS) tune it.
+loadtest: install
+	$(BIN)/python -m loadtest.run
 
 clean:
 	rm -rf $(VENV) $(DEV_DIR) .pytest_cache .ruff_cache

@@ -21,6 +21,7 @@ from service.keys import KeySource
 from service.keysources import load_keys
 from service.logs import configure_logging
 from service.settings import Settings
+from service.token_cache import CachingVerifier
 from service.verifier import TokenVerifier
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
@@ -40,6 +41,8 @@ def create_app(
         max_token_age=settings.max_token_age,
         clock=clock,
     )
+    if settings.cache_size:
+        verifier = CachingVerifier(verifier, keys, max_size=settings.cache_size, ttl=settings.cache_ttl, clock=clock)
     app = falcon.App(
         middleware=[
             CorsMiddleware(settings.cors_allow_origins),

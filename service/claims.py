@@ -8,7 +8,7 @@ Order: time claims first (an expired token is reported as expired), then issuer,
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from service.errors import InvalidAudience, InvalidIssuer, InvalidToken, TokenExpired, TokenNotYetValid
 
@@ -43,6 +43,14 @@ def check_claims(
         raise InvalidIssuer()
     if not _audience_matches(claims.get("aud"), audiences):
         raise InvalidAudience()
+
+
+def valid_until(claims: Mapping, *, leeway: float, max_age: float | None) -> float:
+    """The first moment at which claims that passed `check_claims` stop being valid (seconds since epoch)."""
+    until = claims["exp"] + leeway
+    if max_age is not None:
+        until = min(until, claims["iat"] + max_age + leeway)
+    return until
 
 
 def _numeric_date(claims: dict, name: str) -> float | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from service import fetch
 from service.errors import InvalidToken, JwksUnavailable
-from service.keys import KeySet
+from service.keys import KeySet, VerificationKey
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,10 @@ class RemoteKeySet:
         pending.wait(self._timeout)
         return self._snapshot.keys.resolve(kid, algorithm)
 
+    def holds(self, key: VerificationKey) -> bool:
+        snapshot = self._snapshot
+        return snapshot is not None and snapshot.keys.holds(key)
+
     def _refresh_in_background(self) -> threading.Event | None:
         """The refresh in flight, or a new one unless the cooldown forbids it (then None)."""
         with self._lock:
@@ -176,7 +180,8 @@ class RemoteKeySet:
 
     def _refresh(self, done: threading.Event) -> None:
         try:
-            keys = KeySet.from_jwks(self.location.fetch(), self._algorithms)
+            held = self._snapshot.keys if self._snapshot else None
+            keys = KeySet.from_jwks(self.location.fetch(), self._algorithms, previous=held)
             if not len(keys):
                 raise ValueError(f"no signing key for {', '.join(self._algorithms)}")
         except (fetch.FetchError, ValueError) as error:

@@ -8,7 +8,6 @@ signature algorithms (see keys.VerificationKey).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
@@ -20,6 +19,12 @@ MAX_TOKEN_LENGTH = 8192  # characters; larger tokens are refused before any deco
 MALFORMED = "token is malformed"
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_TO_STANDARD = str.maketrans("-_", "+/")
+_PADDING = ("", "", "==", "=")
+# The last character of a segment of length 4n+2 (4n+3) carries 4 (2) bits that must be zero; these are
+# the characters whose low bits are zero. Any character may end a segment of length 4n.
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_CANONICAL_LAST = (_ALPHABET, "", _ALPHABET[::16], _ALPHABET[::4])
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,24 +55,19 @@ def parse(token: str) -> CompactJws:
 
 def _decode(segment: str) -> bytes:
     """Strict base64url without padding: alphabet only, and the unused trailing bits are zero."""
-    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
-        raise InvalidToken(MALFORMED)
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidToken(MALFORMED) from None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
+    remainder = len(segment) % 4
+    if not _SEGMENT.fullmatch(segment) or remainder == 1 or segment[-1] not in _CANONICAL_LAST[remainder]:
         raise InvalidToken(MALFORMED)  # non-canonical: another string decodes to the same bytes
-    return raw
+    return binascii.a2b_base64(segment.translate(_TO_STANDARD) + _PADDING[remainder])
 
 
 def _json_object(raw: bytes) -> dict:
     """A UTF-8 JSON object with unique member names and no NaN or Infinity."""
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_refuse_constant)
+        value = _JSON.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         raise InvalidToken(MALFORMED) from None
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise InvalidToken(MALFORMED)
     return value
 
@@ -81,3 +81,6 @@ def _unique_members(pairs: list[tuple[str, object]]) -> dict:
 
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_refuse_constant)

@@ -21,9 +21,12 @@ UNKNOWN_KEY = "token signing key is not known"
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class VerificationKey:
-    """One key, prepared for one algorithm: PyJWT's algorithm object does the cryptography."""
+    """One key, prepared for one algorithm: PyJWT's algorithm object does the cryptography.
+
+    Compared by identity: a key source `holds` exactly the objects it hands out.
+    """
 
     algorithm: jwt.algorithms.Algorithm
     key: object
@@ -70,6 +73,9 @@ class KeySource(Protocol):
     def resolve(self, kid: str | None, algorithm: str) -> VerificationKey:
         """The key that verifies a token with this `kid` header and `alg`; raises an AuthError."""
 
+    def holds(self, key: VerificationKey) -> bool:
+        """True while `key` is one of this source's keys (cached tokens it verified stay usable)."""
+
 
 class _StaticKeys:
     """Keys known at start: always ready, nothing to start."""
@@ -85,6 +91,10 @@ class SharedSecret(_StaticKeys):
 
     def __init__(self, secret: bytes, algorithms: Iterable[str]):
         self._keys = {name: VerificationKey.prepare(name, secret) for name in algorithms}
+        self._held = frozenset(self._keys.values())
+
+    def holds(self, key: VerificationKey) -> bool:
+        return key in self._held
 
     def resolve(self, kid: str | None, algorithm: str) -> VerificationKey:
         key = self._keys.get(algorithm)
@@ -96,8 +106,13 @@ class SharedSecret(_StaticKeys):
 class KeySet(_StaticKeys):
     """Public keys from a JWKS document, indexed by (kid, algorithm); a key without `kid` is found by None."""
 
-    def __init__(self, keys: dict[tuple[str | None, str], VerificationKey]):
+    def __init__(self, keys: dict[tuple[str | None, str], VerificationKey], jwks: dict | None = None):
         self._keys = keys
+        self._held = frozenset(keys.values())
+        self._jwks = jwks or {}  # (kid, algorithm) -> the JWK it was built from, to reuse unchanged keys
+
+    def holds(self, key: VerificationKey) -> bool:
+        return key in self._held
 
     def __len__(self) -> int:
         return len({kid for kid, _ in self._keys})
@@ -109,12 +124,15 @@ class KeySet(_StaticKeys):
         return key
 
     @classmethod
-    def from_jwks(cls, document: object, allowed: Iterable[str]) -> KeySet:
+    def from_jwks(cls, document: object, allowed: Iterable[str], previous: KeySet | None = None) -> KeySet:
         """Index the signing keys of a JWKS document that fit the allowed algorithms.
 
         Keys whose `use` is not `sig`, whose type fits no allowed algorithm, or whose `alg` is not allowed
         are skipped. Raises ValueError when the document is not a JWKS or holds private key material.
+        A key unchanged since `previous` is the same object, so tokens it verified stay cached.
         """
+        previous_keys, previous_jwks = (previous._keys, previous._jwks) if previous else ({}, {})
+        sources: dict[tuple[str | None, str], dict] = {}
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise ValueError('not a JWKS document (expected an object with a "keys" list)')
         allowed = tuple(allowed)
@@ -134,6 +152,10 @@ class KeySet(_StaticKeys):
                     continue
                 if (kid, algorithm) in keys:
                     raise ValueError(f"the JWKS has two keys with kid {kid!r} for {algorithm}")
+                sources[(kid, algorithm)] = jwk
+                if previous_jwks.get((kid, algorithm)) == jwk:
+                    keys[(kid, algorithm)] = previous_keys[(kid, algorithm)]
+                    continue
                 try:
                     key = jwt.PyJWK(jwk, algorithm)
                 except jwt.PyJWTError as error:
@@ -142,4 +164,4 @@ class KeySet(_StaticKeys):
                 if too_weak:
                     raise ValueError(f"key {kid!r} is too weak: {too_weak}")
                 keys[(kid, algorithm)] = VerificationKey.prepare(algorithm, key.key, kid)
-        return cls(keys)
+        return cls(keys, sources)

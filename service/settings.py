@@ -19,6 +19,8 @@ DEFAULT_LEEWAY = 5.0
 DEFAULT_JWKS_CACHE_TTL = 600.0
 DEFAULT_JWKS_REFRESH_COOLDOWN = 30.0
 DEFAULT_JWKS_TIMEOUT = 5.0
+DEFAULT_CACHE_SIZE = 10_000
+DEFAULT_CACHE_TTL = 300.0
 DEFAULT_PORT = 8000
 DEFAULT_REALM = "api"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -54,6 +56,8 @@ class Settings:
     jwks_cache_ttl: float = DEFAULT_JWKS_CACHE_TTL
     jwks_refresh_cooldown: float = DEFAULT_JWKS_REFRESH_COOLDOWN
     jwks_timeout: float = DEFAULT_JWKS_TIMEOUT
+    cache_size: int = DEFAULT_CACHE_SIZE
+    cache_ttl: float = DEFAULT_CACHE_TTL
     cors_allow_origins: tuple[str, ...] = ("*",)
     port: int = DEFAULT_PORT
     workers: int = field(default_factory=default_workers)
@@ -71,6 +75,9 @@ class Settings:
         _check_seconds("JWT_JWKS_CACHE_TTL", self.jwks_cache_ttl)
         _check_seconds("JWT_JWKS_REFRESH_COOLDOWN", self.jwks_refresh_cooldown, allow_zero=True)
         _check_seconds("JWT_JWKS_TIMEOUT", self.jwks_timeout)
+        _check_seconds("JWT_CACHE_TTL", self.cache_ttl)
+        if self.cache_size < 0:
+            raise ConfigError("JWT_CACHE_SIZE must be 0 (no cache) or more tokens.")
         for origin in self.cors_allow_origins:
             _check_origin(origin)
         if not 1 <= self.port <= 65535:
@@ -118,6 +125,8 @@ class Settings:
             jwks_cache_ttl=_number(env, "JWT_JWKS_CACHE_TTL", DEFAULT_JWKS_CACHE_TTL),
             jwks_refresh_cooldown=_number(env, "JWT_JWKS_REFRESH_COOLDOWN", DEFAULT_JWKS_REFRESH_COOLDOWN),
             jwks_timeout=_number(env, "JWT_JWKS_TIMEOUT", DEFAULT_JWKS_TIMEOUT),
+            cache_size=int(_number(env, "JWT_CACHE_SIZE", DEFAULT_CACHE_SIZE, integer=True)),
+            cache_ttl=_number(env, "JWT_CACHE_TTL", DEFAULT_CACHE_TTL),
             cors_allow_origins=_csv(env.get("CORS_ALLOW_ORIGINS", "*")),
             port=int(_number(env, "PORT", DEFAULT_PORT, integer=True)),
             workers=int(_number(env, "WEB_CONCURRENCY", default_workers(), integer=True)),

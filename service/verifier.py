@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from service import jws
-from service.claims import check_claims
+from service.claims import check_claims, valid_until
 from service.errors import AuthError, InvalidSignature, InvalidToken
-from service.keys import KeySource
+from service.keys import KeySource, VerificationKey
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,18 @@ class TokenVerifier:
         self._max_token_age = max_token_age
         self._clock = clock
 
-    def verify(self, token: str) -> dict:
-        """The token's claims when it is valid now; raises an AuthError subclass otherwise."""
+    def verify(self, token: str) -> Mapping:
+        """The token's claims (read-only) when it is valid now; raises an AuthError subclass otherwise."""
+        return self.verify_with_key(token)[0]
+
+    def valid_until(self, claims: Mapping) -> float:
+        """When verified claims stop being valid: `exp` plus the leeway, or sooner under a maximum age."""
+        return valid_until(claims, leeway=self._leeway, max_age=self._max_token_age)
+
+    def verify_with_key(self, token: str) -> tuple[Mapping, VerificationKey]:
+        """The token's claims (read-only) and the key that verified them; raises an AuthError subclass."""
         try:
-            claims = self._verify_signature(token)
+            claims, key = self._verify_signature(token)
             check_claims(
                 claims,
                 now=self._clock(),
@@ -66,9 +75,9 @@ class TokenVerifier:
         except Exception as error:  # a token must never turn into a 5xx, whatever a library raises
             log.warning("token rejected by an unexpected %s", error.__class__.__name__)
             raise InvalidToken(jws.MALFORMED) from None
-        return claims
+        return MappingProxyType(claims), key
 
-    def _verify_signature(self, token: str) -> dict:
+    def _verify_signature(self, token: str) -> tuple[dict, VerificationKey]:
         parsed = jws.parse(token)
         header = parsed.header
         algorithm = header.get("alg")
@@ -82,4 +91,4 @@ class TokenVerifier:
         key = self._keys.resolve(kid, algorithm)
         if not key.verify(parsed.signing_input, parsed.signature):
             raise InvalidSignature()
-        return parsed.payload
+        return parsed.payload, key

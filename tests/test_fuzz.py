@@ -204,14 +204,25 @@ INTERESTING_HEADER_VALUES = st.sampled_from(
 )
 
 
+def is_strict_json(value: object) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
 @st.composite
 def header_variations(draw) -> tuple[str, str, object]:
     return draw(ALGORITHM_NAMES), draw(st.sampled_from(HEADER_MEMBERS)), draw(INTERESTING_HEADER_VALUES | JSON_VALUES)
 
 
 def header_is_acceptable(algorithm: str, head: dict) -> bool:
-    """The header rules: exact allowed alg, no crit or b64, a string kid of at most 256 chars naming a key."""
-    if head.get("alg") != algorithm or "crit" in head or "b64" in head:
+    """The header rules: exact allowed alg, no crit or b64, a string kid of at most 256 chars naming a key.
+
+    A header holding NaN or Infinity is not JSON at all, so it is never acceptable either.
+    """
+    if not is_strict_json(head) or head.get("alg") != algorithm or "crit" in head or "b64" in head:
         return False
     if algorithm == "HS256":  # the shared secret serves any kid, but the kid must still be a bounded string
         return "kid" not in head or (isinstance(head["kid"], str) and len(head["kid"]) <= 256)
@@ -221,6 +232,7 @@ def header_is_acceptable(algorithm: str, head: dict) -> bool:
 @FUZZ
 @given(header_variations())
 @example(("HS256", "kid", None))
+@example(("ES256", "typ", float("inf")))
 def test_a_genuinely_signed_token_with_any_header_member_passes_only_by_the_header_rules(case):
     algorithm, member, value = case
     head = header(algorithm, **{member: value})

@@ -151,9 +151,17 @@ def test_issuer_alone_means_openid_connect_discovery():
         ({"JWT_JWKS_CACHE_TTL": "0"}, "JWT_JWKS_CACHE_TTL"),
         ({"JWT_JWKS_TIMEOUT": "-1"}, "JWT_JWKS_TIMEOUT"),
         ({"JWT_JWKS_REFRESH_COOLDOWN": "soon"}, "JWT_JWKS_REFRESH_COOLDOWN"),
+        ({"JWT_CACHE_SIZE": "-1"}, "JWT_CACHE_SIZE"),
+        ({"JWT_CACHE_SIZE": "many"}, "JWT_CACHE_SIZE"),
+        ({"JWT_CACHE_TTL": "0"}, "JWT_CACHE_TTL"),
     ],
 )
 def test_bad_remote_key_settings_name_the_variable(env, variable):
     message = config_error(**env)
     assert variable in message
     assert "\n" not in message
+
+
+def test_token_cache_settings_and_their_defaults():
+    assert (settings().cache_size, settings().cache_ttl) == (10_000, 300)
+    assert (settings(JWT_CACHE_SIZE="0", JWT_CACHE_TTL="2").cache_size, settings(JWT_CACHE_TTL="2").cache_ttl) == (0, 2)

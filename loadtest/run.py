@@ -1,0 +1,274 @@
+"""`make loadtest`: the service against a bare Falcon ping (the ceiling) under the same gunicorn settings.
+
+    DURATION=10 CONNECTIONS=64 WORKERS=2 .venv/bin/python -m loadtest.run
+
+Each scenario is driven by wrk in turn, and every ratio is to the ceiling measured in the same run. Cold
+scenarios use a server with the token cache off, so every request is a full verification; the 50k-token
+scenario keeps the cache on (10,000 entries per worker), as in production. The memory check sends 200k
+distinct tokens, each once, and reports every worker's resident memory before and after. Results are
+printed as a table and written to loadtest-results/latest.json. A benchmark, not a test: CI runs it only
+for one second with few tokens (tests/test_loadtest.py), to keep the harness working.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).with_name("tokens.lua")
+AUDIENCE, ISSUER, SECRET = "https://api.loadtest.local", "https://issuer.loadtest.local/", "l" * 32
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: int = 10  # seconds per scenario
+    connections: int = 64
+    workers: int = 2
+    wrk_threads: int = 2
+    hs_tokens: int = 50_000
+    rs_tokens: int = 10_000
+    memory_tokens: int = 200_000
+    results: Path = ROOT / "loadtest-results" / "latest.json"
+
+    @classmethod
+    def from_env(cls, environ) -> Options:
+        names = {"DURATION": "duration", "CONNECTIONS": "connections", "WORKERS": "workers",
+                 "WRK_THREADS": "wrk_threads", "HS_TOKENS": "hs_tokens", "RS_TOKENS": "rs_tokens",
+                 "MEMORY_TOKENS": "memory_tokens"}  # fmt: skip
+        values = {field: int(environ[name]) for name, field in names.items() if environ.get(name)}
+        if environ.get("RESULTS"):
+            values["results"] = Path(environ["RESULTS"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Result:
+    scenario: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    ratio: float | None = None
+
+
+def ensure_wrk() -> str:
+    """The wrk binary; installs Debian's package when missing and running as root."""
+    found = shutil.which("wrk")
+    if found is None and os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=False)  # noqa: S607 (Debian's apt from PATH)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False)  # noqa: S607
+        found = shutil.which("wrk")
+    if found is None:
+        sys.exit("loadtest: wrk is not installed; install it with `apt-get install wrk` (Debian) and retry.")
+    return found
+
+
+def write_tokens(path: Path, count: int, key, algorithm: str, kid: str | None = None, scope: str = "") -> Path:
+    """`count` distinct tokens valid for an hour, one per line."""
+    now = int(time.time())
+    headers = {"kid": kid} if kid else None
+    with path.open("w") as out:
+        for n in range(count):
+            claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": f"user-{n}", "iat": now, "exp": now + 3600}
+            if scope:
+                claims["scope"] = scope
+            out.write(jwt.encode(claims, key, algorithm=algorithm, headers=headers) + "\n")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(app: str, options: Options, **variables: str) -> Iterator[tuple[str, int]]:
+    """gunicorn -c gunicorn.conf.py APP with `variables`; yields (base URL, master pid) once /healthz answers."""
+    port = free_port()
+    environ = {"PATH": os.environ.get("PATH", os.defpath), "JWT_AUDIENCE": AUDIENCE, "JWT_ISSUER": ISSUER,
+               "WEB_CONCURRENCY": str(options.workers), "ACCESS_LOG": "0", "LOG_LEVEL": "warning",
+               "PORT": str(port), **variables}  # fmt: skip
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), app]
+    process = subprocess.Popen(command, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                sys.exit(f"loadtest: gunicorn for {app} exited with {process.returncode}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url + "/healthz", timeout=1) as answer:  # noqa: S310 (loopback)
+                    if answer.status == 200 and len(worker_pids(process.pid)) == options.workers:
+                        break
+            if time.monotonic() > deadline:
+                sys.exit(f"loadtest: gunicorn for {app} did not start")
+            time.sleep(0.1)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def worker_pids(master: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(wrk: str, scenario: str, url: str, options: Options, *, duration: int | None = None,
+            header: str | None = None, script_args: tuple[str, ...] = ()) -> Result:  # fmt: skip
+    """Drive `url` with wrk and parse its summary."""
+    command = [wrk, "--latency", "-t", str(options.wrk_threads), "-c", str(options.connections),
+               "-d", f"{duration or options.duration}s"]  # fmt: skip
+    if header:
+        command += ["-H", header]
+    if script_args:
+        command += ["-s", str(LUA)]
+    command.append(url)
+    if script_args:
+        command += ["--", *script_args]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout  # noqa: S603
+    return parse_wrk(scenario, output)
+
+
+def parse_wrk(scenario: str, output: str) -> Result:
+    """A Result from wrk's `--latency` summary."""
+
+    def number(pattern: str) -> float:
+        found = re.search(pattern, output)
+        return float(found.group(1)) if found else 0.0
+
+    def latency(percent: str) -> float:
+        found = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        return float(found.group(1)) * _UNITS[found.group(2)] if found else 0.0
+
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    return Result(
+        scenario=scenario,
+        requests_per_second=number(r"Requests/sec:\s+([\d.]+)"),
+        p50_ms=latency("50"),
+        p99_ms=latency("99"),
+        requests=int(number(r"(\d+) requests in")),
+        non_2xx=int(number(r"Non-2xx or 3xx responses: (\d+)")),
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+    )
+
+
+def run(options: Options) -> dict:
+    """Every scenario in one run; returns the report (also written to options.results)."""
+    wrk = ensure_wrk()
+    results: list[Result] = []
+    memory: dict = {}
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as scratch:
+        folder = Path(scratch)
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True) | {"kid": "load-1"}
+        (folder / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+        hs_tokens = write_tokens(folder / "hs.txt", options.hs_tokens, SECRET, "HS256")
+        rs_tokens = write_tokens(folder / "rs.txt", options.rs_tokens, rsa_key, "RS256", "load-1")
+        memory_tokens = write_tokens(folder / "memory.txt", options.memory_tokens, SECRET, "HS256")
+        hot = "Authorization: Bearer " + hs_tokens.read_text().split("\n", 1)[0]
+        scoped = (
+            "Authorization: Bearer "
+            + write_tokens(folder / "scoped.txt", 1, SECRET, "HS256", scope="read:messages").read_text().strip()
+        )
+        hs, rs = {"JWT_SECRET": SECRET}, {"JWT_JWKS_FILE": str(folder / "jwks.json")}
+
+        with serve("loadtest.ceiling:app", options, **hs) as (url, _):
+            results.append(run_wrk(wrk, "ceiling /ping (bare Falcon)", url + "/ping", options))
+        with serve("service.app:app", options, **hs) as (url, _):
+            results.append(run_wrk(wrk, "public /ping", url + "/ping", options))
+            results.append(run_wrk(wrk, "hot /secured/ping (one token)", url + "/secured/ping", options, header=hot))
+            results.append(
+                run_wrk(wrk, "hot /secured/scoped/ping", url + "/secured/scoped/ping", options, header=scoped)
+            )
+            results.append(run_wrk(wrk, f"{options.hs_tokens} HS256 tokens, cache on", url + "/secured/ping",
+                                   options, script_args=(str(hs_tokens),)))  # fmt: skip
+        with serve("service.app:app", options, JWT_CACHE_SIZE="0", **hs) as (url, _):
+            cold_hs = run_wrk(wrk, "cold HS256 (cache off)", url + "/secured/ping", options,
+                              script_args=(str(hs_tokens),))  # fmt: skip
+            results.append(cold_hs)
+        with serve("service.app:app", options, JWT_CACHE_SIZE="0", **rs) as (url, _):
+            results.append(run_wrk(wrk, "cold RS256 (cache off)", url + "/secured/ping", options,
+                                   script_args=(str(rs_tokens),)))  # fmt: skip
+        # wrk runs for its whole duration even when every thread has stopped, so size it from the rate
+        # of cold HS256 verifications measured above: each token once, with room to spare.
+        rate = max(cold_hs.requests_per_second, 100.0)
+        memory_duration = max(options.duration, math.ceil(options.memory_tokens / rate * 1.5) + 2)
+        with serve("service.app:app", options, **hs) as (url, master):
+            before = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
+            sent = run_wrk(wrk, f"{options.memory_tokens} distinct tokens, each once", url + "/secured/ping",
+                           options, duration=memory_duration, script_args=(str(memory_tokens), "sequential",
+                           str(options.wrk_threads)))  # fmt: skip
+            after = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
+            memory = {"requests": sent.requests, "non_2xx": sent.non_2xx,
+                      "rss_mb_before": before, "rss_mb_after": after}  # fmt: skip
+
+    ceiling = results[0]
+    results = [Result(**{**asdict(r), "ratio": round(r.requests_per_second / ceiling.requests_per_second, 3)})
+               for r in results]  # fmt: skip
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpus": os.cpu_count(),
+        "options": {**asdict(options), "results": str(options.results)},
+        "results": [asdict(r) for r in results],
+        "memory": memory,
+    }
+    options.results.parent.mkdir(parents=True, exist_ok=True)
+    options.results.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def print_report(report: dict) -> None:
+    print(f"\n{report['date']}, {report['cpus']} CPUs, {report['options']['workers']} workers, "
+          f"{report['options']['connections']} connections, {report['options']['duration']} s each")  # fmt: skip
+    print(f"{'scenario':<42}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>7}{'non-2xx':>9}")
+    for r in report["results"]:
+        print(f"{r['scenario']:<42}{r['requests_per_second']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+              f"{r['ratio']:>7.2f}{r['non_2xx']:>9}")  # fmt: skip
+    memory = report["memory"]
+    before, after = list(memory["rss_mb_before"].values()), list(memory["rss_mb_after"].values())
+    print(f"\nmemory: {memory['requests']} requests ({memory['non_2xx']} non-2xx); resident MB per worker "
+          f"before {before}, after {after}")  # fmt: skip
+    print(f"written to {report['options']['results']}")
+
+
+if __name__ == "__main__":
+    print_report(run(Options.from_env(os.environ)))

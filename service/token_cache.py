@@ -1,0 +1,69 @@
+"""A cache of verified tokens in each worker, so a token seen before costs a dict lookup, not a verification.
+
+What Envoy's JWT filter does and no Python library does. Keyed by the whole token; an entry holds the
+verified claims and the key that verified them, and is used only while the token is still valid (its `exp`
+plus the leeway, and any maximum age) and never longer than the cache TTL, and only while its key is still
+held by the key source, so a key removed at the provider takes its tokens with it. Only successful
+verifications are cached; scopes are still checked on every request by the middleware.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from service.keys import KeySource, VerificationKey
+from service.verifier import TokenVerifier
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    claims: Mapping
+    key: VerificationKey
+    expires_at: float  # seconds since the epoch, on the verifier's clock
+
+
+class CachingVerifier:
+    """A TokenVerifier with a bounded cache in front: at most `max_size` tokens, each for at most `ttl` s.
+
+    When full, the oldest entry makes room (first in, first out): the hot tokens of a load come back in at
+    once, and a flood of distinct tokens cannot grow memory past the bound.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        keys: KeySource,
+        *,
+        max_size: int,
+        ttl: float,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._verifier = verifier
+        self._keys = keys
+        self._max_size = max_size
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()  # for writers only; readers rely on dict.get being atomic
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def verify(self, token: str) -> Mapping:
+        """The token's claims, from the cache while its entry holds, else from a full verification."""
+        entry = self._entries.get(token)
+        now = self._clock()
+        if entry is not None:
+            if now < entry.expires_at and self._keys.holds(entry.key):
+                return entry.claims
+            self._entries.pop(token, None)
+        claims, key = self._verifier.verify_with_key(token)
+        expires_at = min(self._verifier.valid_until(claims), now + self._ttl)
+        with self._lock:
+            while len(self._entries) >= self._max_size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[token] = _Entry(claims, key, expires_at)
+        return claims

@@ -1,0 +1,50 @@
+"""The load-test harness runs end to end for one second with few tokens, so it cannot rot. No speed is asserted."""
+
+from __future__ import annotations
+
+import json
+
+from loadtest import run
+
+
+def test_loadtest_runs_every_scenario_against_real_gunicorn(tmp_path):
+    options = run.Options(duration=1, connections=8, hs_tokens=50, rs_tokens=10, memory_tokens=100,
+                          results=tmp_path / "latest.json")  # fmt: skip
+    report = run.run(options)
+    assert json.loads((tmp_path / "latest.json").read_text()) == report
+    scenarios = {result["scenario"]: result for result in report["results"]}
+    assert len(scenarios) == 7
+    assert scenarios["ceiling /ping (bare Falcon)"]["ratio"] == 1.0
+    for result in scenarios.values():
+        assert result["requests"] > 0
+        assert result["non_2xx"] == 0, result  # every token the harness makes is accepted
+        assert result["socket_errors"] == 0, result
+    memory = report["memory"]
+    assert memory["requests"] >= 100 and memory["non_2xx"] == 0
+    assert len(memory["rss_mb_after"]) == 2 and all(mb > 0 for mb in memory["rss_mb_after"].values())
+
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8000/secured/ping
+  2 threads and 8 connections
+  Latency Distribution
+     50%  812.00us
+     75%    1.20ms
+     90%    2.00ms
+     99%    1.50s
+  12345 requests in 1.00s, 2.00MB read
+  Socket errors: connect 0, read 2, write 1, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:  12345.67
+Transfer/sec:      2.00MB
+"""
+
+
+def test_wrk_summary_is_parsed_with_its_units():
+    result = run.parse_wrk("s", WRK_OUTPUT)
+    assert (result.requests_per_second, result.requests, result.non_2xx, result.socket_errors) == (
+        12345.67,
+        12345,
+        7,
+        6,
+    )
+    assert (result.p50_ms, result.p99_ms) == (0.812, 1500.0)
