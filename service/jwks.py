@@ -162,8 +162,14 @@ class RemoteKeySet:
         return self._snapshot.keys.resolve(kid, algorithm)
 
     def holds(self, key: VerificationKey) -> bool:
+        # Asked on every token-cache hit, so stale keys get refreshed even when no request resolves a key.
         snapshot = self._snapshot
-        return snapshot is not None and snapshot.keys.holds(key)
+        if snapshot is None:
+            return False
+        if self._clock() >= snapshot.fetched_at + self._ttl:
+            self._refresh_in_background()
+            snapshot = self._snapshot  # a refresh that already finished decides
+        return snapshot.keys.holds(key)
 
     def _refresh_in_background(self) -> threading.Event | None:
         """The refresh in flight, or a new one unless the cooldown forbids it (then None)."""

@@ -184,3 +184,15 @@ def test_a_cached_token_still_gets_403_without_the_scope():
     assert client.simulate_get("/secured/ping", headers=headers).status_code == 200
     for _ in range(2):
         assert client.simulate_get("/secured/scoped/ping", headers=headers).status_code == 403
+
+
+def test_cache_hits_still_refresh_stale_keys_so_a_removed_key_stops_working(clock):
+    keys = remote_keys(clock, jwks(public_jwk(RSA_KEY, "rsa-1")))
+    cache, inner = cached(clock, keys=keys, algorithms=("RS256",))
+    token = make_token("RS256", kid="rsa-1", exp=int(NOW) + 3600)
+    cache.verify(token)
+    keys.location.document = jwks(public_jwk(OTHER_RSA_KEY, "rsa-2"))
+    clock.now = NOW + 61  # past the key set's 60 s TTL: the next hit starts a refresh
+    with pytest.raises(errors.InvalidToken):
+        cache.verify(token)
+    assert inner.calls == 2
