@@ -23,7 +23,7 @@ $(DEV_DIR)/jwks.json: | $(BIN)/.installed
 
 run: install $(DEV_DIR)/jwks.json
 	@echo "Serving on a development key ($(DEV_DIR)/jwks.json, issuer $(DEV_ISSUER), audience $(DEV_AUDIENCE)): not for production." >&2
-	JWT_JWKS_FILE=$(DEV_DIR)/jwks.json JWT_ISSUER=$(DEV_ISSUER) JWT_AUDIENCE=$(DEV_AUDIENCE) \
+	LOG_FORMAT=text JWT_JWKS_FILE=$(DEV_DIR)/jwks.json JWT_ISSUER=$(DEV_ISSUER) JWT_AUDIENCE=$(DEV_AUDIENCE) \
 		$(BIN)/gunicorn -c gunicorn.conf.py service.app:app
 
 token: install $(DEV_DIR)/jwks.json

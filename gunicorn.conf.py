@@ -9,6 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find `service` from any working directory
 
+from service.gunicorn_logging import logger_for
 from service.startup import load_or_exit
 
 settings = load_or_exit(os.environ)
@@ -35,9 +36,13 @@ limit_request_fields = 100
 loglevel = settings.log_level
 errorlog = "-"
 accesslog = "-" if settings.access_log else None
-# gunicorn's default format logs the query string and Referer, where clients sometimes put tokens; this one
-# logs the path only, plus status, bytes, user agent and the time taken in milliseconds.
-access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s" %(M)sms'
+# LOG_FORMAT=json: one JSON object per request; text: the format below. Both log the path without the query
+# string and no Referer, where clients sometimes put tokens; gunicorn's own lines are scrubbed the same way.
+logger_class = logger_for(settings.log_format)
+access_log_format = (
+    '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s" %(M)sms '
+    "request_id=%({x-request-id}o)s auth_error=%({service.auth_error}e)s"
+)
 # No runtime control socket: its default path is shared by every instance on a host, and signals
 # (HUP to reload, TERM to stop) cover what operators need.
 control_socket_disable = True

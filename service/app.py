@@ -20,6 +20,7 @@ from service.errors import serialize_error
 from service.keys import KeySource
 from service.keysources import load_keys
 from service.logs import configure_logging
+from service.request_id import RequestIdMiddleware
 from service.settings import Settings
 from service.token_cache import CachingVerifier
 from service.verifier import TokenVerifier
@@ -45,6 +46,7 @@ def create_app(
         verifier = CachingVerifier(verifier, keys, max_size=settings.cache_size, ttl=settings.cache_ttl, clock=clock)
     app = falcon.App(
         middleware=[
+            RequestIdMiddleware(),
             CorsMiddleware(settings.cors_allow_origins),
             AuthMiddleware(verifier, settings.realm, METADATA_PATH),
         ],
@@ -68,7 +70,7 @@ def create_app(
 def app_from_env(environ: dict[str, str] | None = None) -> falcon.App:
     """The app configured from environment variables (os.environ by default)."""
     settings = Settings.from_env(os.environ if environ is None else environ)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
 
 

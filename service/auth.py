@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import falcon
 
 from service.errors import AuthError, AuthorizationHeaderMissing, InsufficientScope, InvalidHeader
+from service.logs import AUTH_ERROR_ENV
 
 _SAFE_PREFIX = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*")
 _BEARER_SCHEME = re.compile(r"bearer(?:\s|$)", re.IGNORECASE)
@@ -120,6 +121,7 @@ class AuthMiddleware:
             claims = self._verifier.verify(bearer_token(req.get_header("Authorization")))
             requirement.check(claims)
         except AuthError as error:
+            req.env[AUTH_ERROR_ENV] = error.code  # the access log line names the failure, never the token
             raise error.to_http(self._realm, self._metadata_url(req)) from None
         req.context.claims = claims
 

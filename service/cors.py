@@ -13,6 +13,8 @@ import logging
 import falcon
 from falcon_cors import CORS
 
+from service.request_id import HEADER
+
 ALLOWED_HEADERS = ("Content-Type", "Authorization")
 PREFLIGHT_MAX_AGE = 600  # seconds a browser may reuse a preflight answer
 
@@ -32,6 +34,7 @@ class CorsMiddleware:
             allow_origins_list=[] if allow_all else list(allow_origins),
             allow_headers_list=list(ALLOWED_HEADERS),
             allow_all_methods=True,
+            expose_headers_list=[HEADER],  # browser apps may read the request id to report a problem
             max_age=PREFLIGHT_MAX_AGE,
         )
 

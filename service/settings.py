@@ -24,6 +24,7 @@ DEFAULT_CACHE_TTL = 300.0
 DEFAULT_PORT = 8000
 DEFAULT_REALM = "api"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "text")
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -62,6 +63,7 @@ class Settings:
     port: int = DEFAULT_PORT
     workers: int = field(default_factory=default_workers)
     log_level: str = "info"
+    log_format: str = "json"
     access_log: bool = True
     realm: str = DEFAULT_REALM
 
@@ -86,6 +88,8 @@ class Settings:
             raise ConfigError("WEB_CONCURRENCY must be at least 1.")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError("LOG_FORMAT must be json or text.")
 
     @property
     def key_source(self) -> str:
@@ -131,6 +135,7 @@ class Settings:
             port=int(_number(env, "PORT", DEFAULT_PORT, integer=True)),
             workers=int(_number(env, "WEB_CONCURRENCY", default_workers(), integer=True)),
             log_level=env.get("LOG_LEVEL", "info").lower(),
+            log_format=env.get("LOG_FORMAT", "json").lower(),
             access_log=_flag(env, "ACCESS_LOG", True),
         )
 

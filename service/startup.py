@@ -18,7 +18,7 @@ def load_or_exit(environ: Mapping[str, str]) -> Settings:
     """
     try:
         settings = Settings.from_env(environ)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         keys = load_keys(settings)
         if isinstance(keys, RemoteKeySet):
             prefetch(settings, keys)

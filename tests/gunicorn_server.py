@@ -96,8 +96,9 @@ class Server:
 
 
 def environment(**variables: str) -> dict[str, str]:
-    """A clean environment for gunicorn: PATH, two workers, no access log, plus `variables`."""
-    return {"PATH": os.environ.get("PATH", os.defpath), "WEB_CONCURRENCY": str(WORKERS), "ACCESS_LOG": "0", **variables}
+    """A clean environment for gunicorn: PATH, two workers, no access log, text logs, plus `variables`."""
+    base = {"PATH": os.environ.get("PATH", os.defpath), "WEB_CONCURRENCY": str(WORKERS), "ACCESS_LOG": "0"}
+    return {**base, "LOG_FORMAT": "text", **variables}
 
 
 def free_port() -> int:

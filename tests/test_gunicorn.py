@@ -6,6 +6,8 @@ The start-up tests run gunicorn with a bad environment and expect it to stop wit
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -238,3 +240,47 @@ def test_gunicorn_refuses_to_start_with_a_bad_configuration(variables, named):
     assert named in lines[0]
     assert "Traceback" not in stderr
     assert "Booting worker" not in stderr  # the check runs in the master, before any worker forks
+
+
+def test_gunicorn_json_logs_one_object_per_line_with_request_id_and_auth_error(tmp_path):
+    environ = environment(JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, ACCESS_LOG="1", LOG_FORMAT="json")
+    with gunicorn(environ, tmp_path) as server:
+        agent = f"json-check-{uuid.uuid4()}"
+        refused = server.get(headers={"User-Agent": agent, "X-Request-ID": "client-id-1"})
+        assert refused.status == 401
+        granted = server.get(token=wall_clock_token(), headers={"User-Agent": agent})
+        assert granted.status == 200
+        deadline = time.monotonic() + LOG_TIMEOUT
+        while len(lines := [line for line in server.stdout.read_text().splitlines() if agent in line]) < 2:
+            assert time.monotonic() < deadline, server.stdout.read_text()
+            time.sleep(0.02)
+        first, second = (json.loads(line) for line in lines)
+        assert first["request_id"] == "client-id-1" == refused.headers["X-Request-ID"]
+        assert (first["method"], first["path"], first["status"], first["auth_error"]) == (
+            "GET",
+            "/secured/ping",
+            401,
+            "authorization_header_missing",
+        )
+        assert second["request_id"] == granted.headers["X-Request-ID"] and "auth_error" not in second
+        assert isinstance(second["duration_ms"], float) and second["level"] == "info"
+        for line in server.stderr.read_text().splitlines():
+            assert json.loads(line)["logger"].startswith(("gunicorn", "service"))
+
+
+def test_gunicorn_error_log_scrubs_a_token_it_quotes_from_a_malformed_header(tmp_path):
+    # gunicorn quotes a header line without a colon in its warning; the service's logger redacts it.
+    environ = environment(JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, ACCESS_LOG="1")
+    with gunicorn(environ, tmp_path) as server:
+        token = wall_clock_token()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(f"GET /secured/ping HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {token}\r\n\r\n".encode())
+            answer = raw.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 400")
+        deadline = time.monotonic() + LOG_TIMEOUT
+        while "Invalid" not in server.stderr.read_text():
+            assert time.monotonic() < deadline, server.stderr.read_text()
+            time.sleep(0.02)
+        logs = server.stderr.read_text() + server.stdout.read_text()
+        assert "[redacted]" in logs
+        assert token.split(".")[2] not in logs

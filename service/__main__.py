@@ -1,0 +1,42 @@
+"""`python -m service check`: validate the environment and print the effective settings (secrets masked).
+
+Exits 0 when the service would start, 1 with one line naming the problem otherwise: the same check
+gunicorn.conf.py runs at start, including a first fetch of remote keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from service.settings import Settings
+from service.startup import load_or_exit
+
+
+def describe(settings: Settings) -> list[str]:
+    """One `name = value` line per setting; the secret shows only its length."""
+    lines = [f"key_source = {settings.key_source}"]
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.name == "secret" and value is not None:
+            value = f"<{len(value)} bytes, hidden>"
+        elif isinstance(value, tuple):
+            value = ", ".join(value)
+        lines.append(f"{field.name} = {value}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service", description="JWT-secured API service tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="validate the environment and print the effective settings")
+    parser.parse_args(argv)
+    settings = load_or_exit(os.environ)
+    print("\n".join(describe(settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""gunicorn's logger with the service's formats: `logger_class` in gunicorn.conf.py.
+
+With LOG_FORMAT=json the access log is one JSON object per request (method, path without the query
+string, status, duration in ms, request id, and the auth failure code when there was one); with text it
+is gunicorn.conf.py's `access_log_format`. gunicorn's own lines get the service's format and the same
+token scrubbing as the service's lines.
+"""
+
+from __future__ import annotations
+
+import os
+
+from gunicorn.glogging import Logger
+
+from service.logs import AUTH_ERROR_ENV, ContextFilter, formatter, scrub
+from service.request_id import HEADER
+
+_HEADER = HEADER.lower()
+
+
+class ServiceLogger(Logger):
+    """gunicorn's Logger in LOG_FORMAT; gunicorn.conf.py picks the subclass with `logger_for`."""
+
+    log_format = "json"
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        self._json = self.log_format == "json"
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                if self._json or log is self.error_log:  # a text access line is already formatted
+                    handler.setFormatter(formatter(self.log_format))
+                if not any(isinstance(f, ContextFilter) for f in handler.filters):
+                    handler.addFilter(ContextFilter())
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self._json:
+            return super().access(resp, req, environ, request_time)  # text: cfg.access_log_format
+        if not self.access_log_enabled:
+            return
+        fields = {
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": resp.status_code,
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "bytes": getattr(resp, "sent", None),
+            "remote_addr": environ.get("REMOTE_ADDR"),
+            "user_agent": scrub(environ.get("HTTP_USER_AGENT") or "-"),
+            "pid": os.getpid(),
+        }
+        code = environ.get(AUTH_ERROR_ENV)
+        if code:
+            fields["auth_error"] = code
+        request_id = next((value for name, value in resp.headers if name.lower() == _HEADER), "-")
+        self.access_log.info("request", extra={"fields": fields, "request_id": request_id})
+
+
+def logger_for(log_format: str) -> type[ServiceLogger]:
+    """The `logger_class` for LOG_FORMAT ("json" or "text")."""
+    return type("ServiceLogger", (ServiceLogger,), {"log_format": log_format})
