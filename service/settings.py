@@ -63,6 +63,10 @@ class Settings:
     workers: int = field(default_factory=default_workers)
     log_level: str = "info"
     access_log: bool = True
+    metrics: bool = True
+    # Where every gunicorn worker writes its metrics, so one scrape sums them all; gunicorn.conf.py creates
+    # it and sets PROMETHEUS_MULTIPROC_DIR. None outside gunicorn: each process serves its own metrics.
+    metrics_dir: str | None = None
     realm: str = DEFAULT_REALM
 
     def __post_init__(self) -> None:
@@ -132,6 +136,8 @@ class Settings:
             workers=int(_number(env, "WEB_CONCURRENCY", default_workers(), integer=True)),
             log_level=env.get("LOG_LEVEL", "info").lower(),
             access_log=_flag(env, "ACCESS_LOG", True),
+            metrics=_flag(env, "METRICS", True),
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR"),
         )
 
 
