@@ -5,7 +5,9 @@ runs here, in the master, so a bad configuration stops gunicorn with one line be
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find `service` from any working directory
 
@@ -46,3 +48,30 @@ access_log_format = (
 # No runtime control socket: its default path is shared by every instance on a host, and signals
 # (HUP to reload, TERM to stop) cover what operators need.
 control_socket_disable = True
+
+
+# Metrics (METRICS=1): every worker writes its counts to files in one directory, and a scrape of any worker sums
+# them (prometheus_client's multiprocess mode; see service/metrics.py).
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def on_starting(server):
+    # prometheus_client picks multiprocess mode when a worker first imports it, so the variable must be set here,
+    # in the master before any fork; a fresh directory per master, so no counts carry over from an earlier run.
+    if settings.metrics:
+        os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="jwt-api-metrics-")
+
+
+def child_exit(server, worker):
+    # prometheus_client's bookkeeping for a dead worker: its live gauges (none yet) stop being summed; its counter
+    # files stay, so totals never go back.
+    if settings.metrics and os.environ.get(METRICS_DIR):
+        from prometheus_client import multiprocess  # only now: the variable is set, as in the workers
+
+        multiprocess.mark_process_dead(worker.pid, os.environ[METRICS_DIR])
+
+
+def on_exit(server):
+    # The counts belong to this master's workers only, and nothing reads them once gunicorn has stopped.
+    if settings.metrics and os.environ.get(METRICS_DIR):  # only the directory on_starting made
+        shutil.rmtree(os.environ[METRICS_DIR], ignore_errors=True)

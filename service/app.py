@@ -20,6 +20,7 @@ from service.errors import serialize_error
 from service.keys import KeySource
 from service.keysources import load_keys
 from service.logs import configure_logging
+from service.metrics import Metrics, RequestMetrics
 from service.request_id import RequestIdMiddleware
 from service.settings import Settings
 from service.token_cache import CachingVerifier
@@ -29,10 +30,27 @@ METADATA_PATH = "/.well-known/oauth-protected-resource"
 
 
 def create_app(
-    settings: Settings, *, keys: KeySource | None = None, clock: Callable[[], float] = time.time
+    settings: Settings,
+    *,
+    keys: KeySource | None = None,
+    clock: Callable[[], float] = time.time,
+    metrics: Metrics | None = None,
 ) -> falcon.App:
-    """The WSGI app. `keys` defaults to the key source the settings name; `clock` gives seconds since the epoch."""
-    keys = keys if keys is not None else load_keys(settings)
+    """The WSGI app. `keys` defaults to the key source the settings name; `clock` gives seconds since the epoch.
+
+    `metrics` defaults to a fresh `Metrics` when `settings.metrics` is on; with it off nothing is recorded and
+    there is no /metrics. `keys` passed in record their own fetches (RemoteKeySet's `on_fetch`).
+    """
+    if not settings.metrics:
+        metrics = None
+    elif metrics is None:
+        metrics = Metrics(settings.metrics_dir)
+    if metrics is None:
+        on_fetch = on_outcome = on_hit = on_miss = _ignore
+    else:
+        on_fetch, on_outcome = metrics.jwks_fetch, metrics.auth_outcome
+        on_hit, on_miss = metrics.token_cache_hit, metrics.token_cache_miss
+    keys = keys if keys is not None else load_keys(settings, on_fetch=on_fetch)
     verifier = TokenVerifier(
         keys,
         algorithms=settings.algorithms,
@@ -43,14 +61,23 @@ def create_app(
         clock=clock,
     )
     if settings.cache_size:
-        verifier = CachingVerifier(verifier, keys, max_size=settings.cache_size, ttl=settings.cache_ttl, clock=clock)
-    app = falcon.App(
-        middleware=[
-            RequestIdMiddleware(),
-            CorsMiddleware(settings.cors_allow_origins),
-            AuthMiddleware(verifier, settings.realm, METADATA_PATH),
-        ],
-    )
+        verifier = CachingVerifier(
+            verifier,
+            keys,
+            max_size=settings.cache_size,
+            ttl=settings.cache_ttl,
+            clock=clock,
+            on_hit=on_hit,
+            on_miss=on_miss,
+        )
+    middleware = [
+        RequestIdMiddleware(),
+        CorsMiddleware(settings.cors_allow_origins),
+        AuthMiddleware(verifier, settings.realm, METADATA_PATH, on_outcome=on_outcome),
+    ]
+    if metrics is not None:
+        middleware.insert(0, RequestMetrics(metrics))  # first: it times the others and sees the final status
+    app = falcon.App(middleware=middleware)
     app.set_error_serializer(serialize_error)
     api = {
         "/ping": resources.PublicPing(),
@@ -63,8 +90,14 @@ def create_app(
     app.add_route(METADATA_PATH, resources.ProtectedResourceMetadata(settings.audiences[0], settings.issuer, scopes))
     app.add_route("/healthz", resources.Health())
     app.add_route("/readyz", resources.Readiness(keys, retry_after=max(1, math.ceil(settings.jwks_refresh_cooldown))))
+    if metrics is not None:
+        app.add_route("/metrics", resources.MetricsText(metrics))
     keys.start()
     return app
+
+
+def _ignore(*args: object) -> None:
+    """Records nothing: every component's recorder when metrics are off."""
 
 
 def app_from_env(environ: dict[str, str] | None = None) -> falcon.App:

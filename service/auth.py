@@ -100,18 +100,31 @@ def declared_scopes(resource: object) -> set[str]:
     return {scope for declared in declarations if isinstance(declared, Requires) for scope in declared.scopes}
 
 
+def _ignore(outcome: str) -> None:
+    """The default `on_outcome`: record nothing."""
+
+
 class AuthMiddleware:
     """Enforces each resource's `Requires` declaration in `process_resource`.
 
     `verifier` is anything with `verify(token) -> claims` that raises AuthError; `realm` goes into the
     `WWW-Authenticate` challenge of every failure, and so does the URL of the protected resource metadata
-    (RFC 9728) when `metadata_path` is given, built from the request's own scheme and host.
+    (RFC 9728) when `metadata_path` is given, built from the request's own scheme and host. `on_outcome` is
+    called once per authentication with "ok" or the failure's code (service.metrics counts them).
     """
 
-    def __init__(self, verifier, realm: str, metadata_path: str | None = None):
+    def __init__(
+        self,
+        verifier,
+        realm: str,
+        metadata_path: str | None = None,
+        *,
+        on_outcome: Callable[[str], None] = _ignore,
+    ):
         self._verifier = verifier
         self._realm = realm
         self._metadata_path = metadata_path
+        self._on_outcome = on_outcome
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
         requirement = _requirement(resource, req.method)
@@ -122,7 +135,9 @@ class AuthMiddleware:
             requirement.check(claims)
         except AuthError as error:
             req.env[AUTH_ERROR_ENV] = error.code  # the access log line names the failure, never the token
+            self._on_outcome(error.code)
             raise error.to_http(self._realm, self._metadata_url(req)) from None
+        self._on_outcome("ok")
         req.context.claims = claims
 
     def _metadata_url(self, req: falcon.Request) -> str | None:

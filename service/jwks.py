@@ -83,12 +83,17 @@ def _spawn_thread(target: Callable[[], None]) -> None:
     threading.Thread(target=target, name="jwks-refresh", daemon=True).start()
 
 
+def ignore_fetch(result: str) -> None:
+    """The default `on_fetch`: record nothing."""
+
+
 class RemoteKeySet:
     """A KeySource over a JwksLocation (anything with `fetch()` and `jwks_url`).
 
     `ttl`, `cooldown` and `timeout` are seconds on `clock` (time.monotonic by default); `spawn` runs a
     refresh in the background (a daemon thread by default); `snapshot` is keys fetched before this process
-    started, such as those the gunicorn master hands to its workers.
+    started, such as those the gunicorn master hands to its workers. `on_fetch` is called after every fetch
+    with "ok" (keys loaded) or "error" (service.metrics counts them).
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class RemoteKeySet:
         clock: Callable[[], float] = time.monotonic,
         spawn: Callable[[Callable[[], None]], None] = _spawn_thread,
         snapshot: Snapshot | None = None,
+        on_fetch: Callable[[str], None] = ignore_fetch,
     ):
         self.location = location
         self._algorithms = algorithms
@@ -110,6 +116,7 @@ class RemoteKeySet:
         self._spawn = spawn
         self._lock = threading.Lock()
         self._snapshot = snapshot
+        self._on_fetch = on_fetch
         self._last_attempt = -math.inf
         self._in_flight: threading.Event | None = None
         self.last_error: Exception | None = None
@@ -202,6 +209,7 @@ class RemoteKeySet:
             self._snapshot = Snapshot(keys, self._clock())
             log.info("JWKS refreshed: %d signing keys", len(keys))
         finally:
+            self._on_fetch("ok" if self.last_error is None else "error")
             with self._lock:
                 self._in_flight = None
             done.set()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from service import fetch
-from service.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot
+from service.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot, ignore_fetch
 from service.keys import KeySet, KeySource, SharedSecret
 from service.settings import ConfigError, Settings
 
@@ -21,8 +22,13 @@ log = logging.getLogger(__name__)
 _handed_down: dict[tuple, tuple[Snapshot, str]] = {}
 
 
-def load_keys(settings: Settings, *, get_json=fetch.get_json) -> KeySource:
-    """The key source the settings name; raises ConfigError when a JWKS file cannot be used."""
+def load_keys(
+    settings: Settings, *, get_json=fetch.get_json, on_fetch: Callable[[str], None] = ignore_fetch
+) -> KeySource:
+    """The key source the settings name; raises ConfigError when a JWKS file cannot be used.
+
+    `on_fetch` is handed to a RemoteKeySet, which calls it with the result of every fetch.
+    """
     if settings.key_source == "secret":
         try:
             return SharedSecret(settings.secret, settings.algorithms)
@@ -46,6 +52,7 @@ def load_keys(settings: Settings, *, get_json=fetch.get_json) -> KeySource:
         cooldown=settings.jwks_refresh_cooldown,
         timeout=settings.jwks_timeout,
         snapshot=snapshot,
+        on_fetch=on_fetch,
     )
 
 

@@ -10,6 +10,7 @@ import falcon
 from service.auth import Requires
 from service.errors import ApiError
 from service.keys import KeySource
+from service.metrics import CONTENT_TYPE, Metrics
 
 PUBLIC_PING = "All good. You don't need to be authenticated to call this"
 SECURED_PING = "All good. You only get this message if you're authenticated"
@@ -85,3 +86,14 @@ class ProtectedResourceMetadata:
         resp.content_type = falcon.MEDIA_JSON
         resp.cache_control = ["public", "max-age=3600"]
         resp.data = self._body
+
+
+class MetricsText:
+    """The Prometheus scrape target: every metric in the text format (all workers' under gunicorn). Public."""
+
+    def __init__(self, metrics: Metrics):
+        self._metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE
+        resp.data = self._metrics.exposition()

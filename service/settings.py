@@ -65,6 +65,10 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"
     access_log: bool = True
+    metrics: bool = True
+    # Where every gunicorn worker writes its metrics, so one scrape sums them all; gunicorn.conf.py creates
+    # it and sets PROMETHEUS_MULTIPROC_DIR. None outside gunicorn: each process serves its own metrics.
+    metrics_dir: str | None = None
     realm: str = DEFAULT_REALM
 
     def __post_init__(self) -> None:
@@ -137,6 +141,8 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "info").lower(),
             log_format=env.get("LOG_FORMAT", "json").lower(),
             access_log=_flag(env, "ACCESS_LOG", True),
+            metrics=_flag(env, "METRICS", True),
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR"),
         )
 
 

@@ -25,11 +25,16 @@ class _Entry:
     expires_at: float  # seconds since the epoch, on the verifier's clock
 
 
+def _ignore() -> None:
+    """The default `on_hit` and `on_miss`: record nothing."""
+
+
 class CachingVerifier:
     """A TokenVerifier with a bounded cache in front: at most `max_size` tokens, each for at most `ttl` s.
 
     When full, the oldest entry makes room (first in, first out): the hot tokens of a load come back in at
-    once, and a flood of distinct tokens cannot grow memory past the bound.
+    once, and a flood of distinct tokens cannot grow memory past the bound. `on_hit` and `on_miss` are called
+    once per lookup (service.metrics counts them); a miss is any token verified in full.
     """
 
     def __init__(
@@ -40,12 +45,16 @@ class CachingVerifier:
         max_size: int,
         ttl: float,
         clock: Callable[[], float] = time.time,
+        on_hit: Callable[[], None] = _ignore,
+        on_miss: Callable[[], None] = _ignore,
     ):
         self._verifier = verifier
         self._keys = keys
         self._max_size = max_size
         self._ttl = ttl
         self._clock = clock
+        self._on_hit = on_hit
+        self._on_miss = on_miss
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()  # for writers only; readers rely on dict.get being atomic
 
@@ -58,8 +67,10 @@ class CachingVerifier:
         now = self._clock()
         if entry is not None:
             if now < entry.expires_at and self._keys.holds(entry.key):
+                self._on_hit()
                 return entry.claims
             self._entries.pop(token, None)
+        self._on_miss()
         claims, key = self._verifier.verify_with_key(token)
         expires_at = min(self._verifier.valid_until(claims), now + self._ttl)
         with self._lock:

@@ -110,6 +110,20 @@ def test_responder_declaration_wins_over_resource_declaration(client):
     assert call(client, "DELETE", "/override", token="good").status_code == 403
 
 
+def test_each_authentication_reports_ok_or_the_error_code_once(verifier):
+    outcomes = []
+    app = falcon.App(middleware=[AuthMiddleware(verifier, realm="test", on_outcome=outcomes.append)])
+    app.add_route("/public", Public())
+    app.add_route("/override", OverridesResource())
+    client = falcon.testing.TestClient(app)
+    call(client, "GET", "/public", token="bad")
+    call(client, "GET", "/override", token="good")
+    call(client, "GET", "/override", token="bad")
+    call(client, "GET", "/override", headers={"Authorization": "Basic abc"})
+    call(client, "DELETE", "/override", token="good")
+    assert outcomes == ["ok", "token_expired", "invalid_header", "insufficient_scope"]
+
+
 def test_cors_preflight_is_not_authenticated(client, verifier):
     headers = {"Origin": "https://app.example", "Access-Control-Request-Method": "GET"}
     assert call(client, "OPTIONS", "/secured", headers=headers).status_code == 200

@@ -453,6 +453,21 @@ def test_refresh_now_fetches_in_the_calling_thread_and_says_whether_it_worked(cl
     assert started == []
 
 
+def test_every_fetch_reports_ok_or_error(clock):
+    results = []
+    location = FakeLocation()
+    keys = remote(location, clock, cooldown=30, on_fetch=results.append)
+    assert keys.refresh_now()
+    location.answer = {"keys": "none"}  # answered, but not a JWKS
+    clock.now += 600
+    keys.resolve("rsa-1", "RS256")
+    location.answer = FetchError("HTTP 502")
+    clock.now += 30
+    keys.resolve("rsa-1", "RS256")
+    keys.resolve("rsa-1", "RS256")  # within the cooldown: no fetch
+    assert results == ["ok", "error", "error"]
+
+
 def test_snapshot_handed_in_is_ready_without_fetching(clock):
     started = []
     location = FakeLocation()

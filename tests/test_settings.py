@@ -29,6 +29,8 @@ def test_defaults_for_a_secret():
     assert result.workers >= 1
     assert result.log_level == "info"
     assert result.access_log is True
+    assert result.metrics is True
+    assert result.metrics_dir is None
 
 
 def test_jwks_file_defaults_to_rs256():
@@ -82,6 +84,7 @@ def test_secret_is_not_shown_by_repr():
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG"),
+        ({"METRICS": "sometimes"}, "METRICS"),
         ({"CORS_ALLOW_ORIGINS": "https://app.example.com/"}, "CORS_ALLOW_ORIGINS"),
         ({"CORS_ALLOW_ORIGINS": "app.example.com"}, "CORS_ALLOW_ORIGINS"),
     ],
@@ -165,3 +168,12 @@ def test_bad_remote_key_settings_name_the_variable(env, variable):
 def test_token_cache_settings_and_their_defaults():
     assert (settings().cache_size, settings().cache_ttl) == (10_000, 300)
     assert (settings(JWT_CACHE_SIZE="0", JWT_CACHE_TTL="2").cache_size, settings(JWT_CACHE_TTL="2").cache_ttl) == (0, 2)
+
+
+def test_metrics_can_be_turned_off():
+    assert settings(METRICS="0").metrics is False
+    assert settings(METRICS="1").metrics is True
+
+
+def test_metrics_dir_is_the_multiprocess_directory_gunicorn_sets():
+    assert settings(PROMETHEUS_MULTIPROC_DIR="/run/metrics").metrics_dir == "/run/metrics"

@@ -116,6 +116,29 @@ def test_failures_are_never_cached(clock):
     assert len(cache) == 0
 
 
+def test_every_lookup_reports_a_hit_or_a_miss(clock):
+    lookups = []
+    keys = SharedSecret(SECRET.encode(), ("HS256",))
+    inner = TokenVerifier(keys, algorithms=("HS256",), audiences=(AUDIENCE,), issuer=ISSUER, leeway=5, clock=clock)
+    cache = CachingVerifier(
+        inner,
+        keys,
+        max_size=10,
+        ttl=300,
+        clock=clock,
+        on_hit=lambda: lookups.append("hit"),
+        on_miss=lambda: lookups.append("miss"),
+    )
+    token = make_token()
+    cache.verify(token)
+    cache.verify(token)
+    with pytest.raises(errors.InvalidSignature):
+        cache.verify(make_token(key="x" * 32))
+    clock.now += 300  # past the cache TTL: verified in full again
+    cache.verify(token)
+    assert lookups == ["miss", "hit", "miss", "miss"]
+
+
 class FixedLocation:
     def __init__(self, document):
         self.document = document
