@@ -7,10 +7,13 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import UTC, datetime
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from service.settings import Settings
 
@@ -118,3 +121,19 @@ def forge(header: dict, payload: dict, hmac_key: bytes | None = None) -> str:
     signing_input = f"{segment(header)}.{segment(payload)}"
     signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest() if hmac_key else b""
     return f"{signing_input}.{segment(signature)}"
+
+
+def self_signed_certificate(private_key, common_name: str = "issuer.example.com") -> bytes:
+    """A self-signed X.509 certificate (DER) for `private_key`, valid 2020 to 2040."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
+        .not_valid_after(datetime(2040, 1, 1, tzinfo=UTC))
+        .sign(private_key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.DER)

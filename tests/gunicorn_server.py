@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import AUDIENCE, ISSUER, default_jwks, write_jwks
+
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = (sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "service.app:app")
 WORKERS = 2
@@ -99,6 +101,17 @@ def environment(**variables: str) -> dict[str, str]:
     """A clean environment for gunicorn: PATH, two workers, no access log, text logs, plus `variables`."""
     base = {"PATH": os.environ.get("PATH", os.defpath), "WEB_CONCURRENCY": str(WORKERS), "ACCESS_LOG": "0"}
     return {**base, "LOG_FORMAT": "text", **variables}
+
+
+def jwks_file_environment(directory: Path, **variables: str) -> dict[str, str]:
+    """environment() for RS256 and ES256, with tests.factories.default_jwks() in a JWT_JWKS_FILE in `directory`."""
+    return environment(
+        JWT_JWKS_FILE=write_jwks(directory / "jwks.json", default_jwks()),
+        JWT_ALGORITHMS="RS256,ES256",
+        JWT_AUDIENCE=AUDIENCE,
+        JWT_ISSUER=ISSUER,
+        **variables,
+    )
 
 
 def free_port() -> int:

@@ -12,15 +12,12 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import falcon.testing
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.x509.oid import NameOID
 from jwt.algorithms import get_default_algorithms
 
 from service import jws, resources
@@ -44,6 +41,7 @@ from tests.factories import (
     pem,
     public_jwk,
     segment,
+    self_signed_certificate,
 )
 from tests.jwks_server import JwksServer
 
@@ -195,18 +193,7 @@ def attacker_jwk(algorithm: str, kid: str | None) -> dict:
 def attacker_certificate(algorithm: str) -> bytes:
     """A self-signed certificate (DER) for the attacker's key; HS256 attackers use the attacker RSA key."""
     private_key = ATTACKER_KEYS[algorithm] if algorithm != "HS256" else OTHER_RSA_KEY
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "issuer.example.com")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private_key.public_key())
-        .serial_number(1)
-        .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2040, 1, 1, tzinfo=UTC))
-        .sign(private_key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.DER)
+    return self_signed_certificate(private_key)
 
 
 def kid_of(algorithm: str) -> str:

@@ -22,10 +22,8 @@ from tests.factories import (
     ISSUER,
     OTHER_RSA_KEY,
     SECRET,
-    default_jwks,
     make_token,
     wall_clock_token,
-    write_jwks,
 )
 from tests.gunicorn_server import (
     BOOT_TIMEOUT,
@@ -37,6 +35,7 @@ from tests.gunicorn_server import (
     assert_error,
     environment,
     gunicorn,
+    jwks_file_environment,
     run_to_exit,
 )
 
@@ -84,12 +83,7 @@ def hs_server(tmp_path_factory) -> Iterator[Server]:
 def jwks_server(tmp_path_factory) -> Iterator[Server]:
     """RS256 and ES256 with the public keys of tests.factories.default_jwks() in JWT_JWKS_FILE."""
     directory = tmp_path_factory.mktemp("jwks")
-    environ = environment(
-        JWT_JWKS_FILE=write_jwks(directory / "jwks.json", default_jwks()),
-        JWT_ALGORITHMS="RS256,ES256",
-        JWT_AUDIENCE=AUDIENCE,
-        JWT_ISSUER=ISSUER,
-    )
+    environ = jwks_file_environment(directory)
     with gunicorn(environ, directory) as server:
         yield server
 

@@ -28,13 +28,20 @@ from tests.factories import (
     RSA_KEY,
     SECRET,
     claims,
-    default_jwks,
     pem,
     segment,
     wall_clock_token,
-    write_jwks,
 )
-from tests.gunicorn_server import INVALID_TOKEN, REALM, Response, Server, assert_error, environment, gunicorn
+from tests.gunicorn_server import (
+    INVALID_TOKEN,
+    REALM,
+    Response,
+    Server,
+    assert_error,
+    environment,
+    gunicorn,
+    jwks_file_environment,
+)
 from tests.test_attacks import (
     ALGORITHM_REFUSED,
     ATTACKER_EC_KEY,
@@ -92,13 +99,7 @@ def hs_server(tmp_path_factory) -> Iterator[Server]:
 def jwks_server(tmp_path_factory) -> Iterator[Server]:
     """RS256 and ES256 with the public keys of tests.factories.default_jwks() in JWT_JWKS_FILE; access log on."""
     directory = tmp_path_factory.mktemp("jwks-attacks")
-    environ = environment(
-        JWT_JWKS_FILE=write_jwks(directory / "jwks.json", default_jwks()),
-        JWT_ALGORITHMS="RS256,ES256",
-        JWT_AUDIENCE=AUDIENCE,
-        JWT_ISSUER=ISSUER,
-        ACCESS_LOG="1",
-    )
+    environ = jwks_file_environment(directory, ACCESS_LOG="1")
     with gunicorn(environ, directory) as server:
         yield server
 

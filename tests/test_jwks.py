@@ -8,7 +8,6 @@ tests serve the JWKS from tests.jwks_server.JwksServer on loopback and go throug
 from __future__ import annotations
 
 import base64
-import datetime
 import logging
 import threading
 import time
@@ -18,10 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import falcon.testing
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from service import keysources
 from service.app import create_app
@@ -31,7 +27,16 @@ from service.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot
 from service.keys import KeySet
 from service.keysources import load_keys, prefetch
 from service.settings import ConfigError, Settings
-from tests.factories import AUDIENCE, ISSUER, OTHER_RSA_KEY, RSA_KEY, jwks, make_token, public_jwk
+from tests.factories import (
+    AUDIENCE,
+    ISSUER,
+    OTHER_RSA_KEY,
+    RSA_KEY,
+    jwks,
+    make_token,
+    public_jwk,
+    self_signed_certificate,
+)
 from tests.jwks_server import DISCOVERY_PATH, JwksServer
 
 ALGORITHMS = ("RS256", "ES256")
@@ -180,19 +185,7 @@ def ping(client, **token) -> falcon.testing.Result:
 
 
 def self_signed_x5c(private_key) -> list[str]:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private_key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(private_key, hashes.SHA256())
-    )
-    return [base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()]
+    return [base64.b64encode(self_signed_certificate(private_key, "attacker")).decode()]
 
 
 @pytest.fixture(autouse=True)
