@@ -40,7 +40,7 @@ class ServiceLogger(Logger):
             return
         fields = {
             "method": environ.get("REQUEST_METHOD"),
-            "path": environ.get("PATH_INFO"),
+            "path": scrub(environ.get("PATH_INFO") or ""),  # a client may put anything in a path, tokens too
             "status": resp.status_code,
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
             "bytes": getattr(resp, "sent", None),

@@ -260,6 +260,13 @@ def test_gunicorn_json_logs_one_object_per_line_with_request_id_and_auth_error(t
         assert isinstance(second["duration_ms"], float) and second["level"] == "info"
         for line in server.stderr.read_text().splitlines():
             assert json.loads(line)["logger"].startswith(("gunicorn", "service"))
+        token = wall_clock_token()
+        assert server.get(f"/secured/{token}", headers={"User-Agent": f"Bearer {token}"}).status == 404
+        deadline = time.monotonic() + LOG_TIMEOUT
+        while "/secured/[redacted]" not in server.stdout.read_text():
+            assert time.monotonic() < deadline, server.stdout.read_text()
+            time.sleep(0.02)
+        assert token.split(".")[2] not in server.stdout.read_text()
 
 
 def test_gunicorn_error_log_scrubs_a_token_it_quotes_from_a_malformed_header(tmp_path):
