@@ -148,7 +148,7 @@ class RemoteKeySet:
         self._refresh(done)
         return self.last_error is None
 
-    def resolve(self, kid: str | None, algorithm: str) -> object:
+    def resolve(self, kid: str | None, algorithm: str) -> VerificationKey:
         snapshot = self._snapshot
         if snapshot is None:
             pending = self._refresh_in_background()
@@ -157,8 +157,7 @@ class RemoteKeySet:
             snapshot = self._snapshot
             if snapshot is None:
                 raise JwksUnavailable(retry_after=max(1, math.ceil(self._cooldown)))
-        if self._clock() >= snapshot.fetched_at + self._ttl:
-            self._refresh_in_background()
+        self._refresh_if_stale(snapshot)  # in the background: this request uses the keys held now
         try:
             return snapshot.keys.resolve(kid, algorithm)
         except InvalidToken:
@@ -173,10 +172,16 @@ class RemoteKeySet:
         snapshot = self._snapshot
         if snapshot is None:
             return False
-        if self._clock() >= snapshot.fetched_at + self._ttl:
-            self._refresh_in_background()
+        if self._refresh_if_stale(snapshot):
             snapshot = self._snapshot  # a refresh that already finished decides
         return snapshot.keys.holds(key)
+
+    def _refresh_if_stale(self, snapshot: Snapshot) -> bool:
+        """Start a background refresh when `snapshot` is older than the TTL; True when it was."""
+        stale = self._clock() >= snapshot.fetched_at + self._ttl
+        if stale:
+            self._refresh_in_background()
+        return stale
 
     def _refresh_in_background(self) -> threading.Event | None:
         """The refresh in flight, or a new one unless the cooldown forbids it (then None)."""

@@ -78,12 +78,16 @@ class KeySource(Protocol):
 
 
 class _StaticKeys:
-    """Keys known at start: always ready, nothing to start."""
+    """Keys known at start: always ready, nothing to start; subclasses set `_held` to the keys they hand out."""
 
     ready = True
+    _held: frozenset[VerificationKey] = frozenset()
 
     def start(self) -> None:
         pass
+
+    def holds(self, key: VerificationKey) -> bool:
+        return key in self._held
 
 
 class SharedSecret(_StaticKeys):
@@ -92,9 +96,6 @@ class SharedSecret(_StaticKeys):
     def __init__(self, secret: bytes, algorithms: Iterable[str]):
         self._keys = {name: VerificationKey.prepare(name, secret) for name in algorithms}
         self._held = frozenset(self._keys.values())
-
-    def holds(self, key: VerificationKey) -> bool:
-        return key in self._held
 
     def resolve(self, kid: str | None, algorithm: str) -> VerificationKey:
         key = self._keys.get(algorithm)
@@ -110,9 +111,6 @@ class KeySet(_StaticKeys):
         self._keys = keys
         self._held = frozenset(keys.values())
         self._jwks = jwks or {}  # (kid, algorithm) -> the JWK it was built from, to reuse unchanged keys
-
-    def holds(self, key: VerificationKey) -> bool:
-        return key in self._held
 
     def __len__(self) -> int:
         return len({kid for kid, _ in self._keys})
