@@ -1,7 +1,8 @@
 """Metrics under real gunicorn (two workers): one scrape of any worker counts the requests of all of them.
 
 gunicorn.conf.py makes the multiprocess directory in the master; TMPDIR points it into the test's own
-directory, so the tests can read each worker's file, and see the directory gone once gunicorn stops.
+directory, so the tests can read each worker's file, and see the directory gone once gunicorn stops. Workers
+flush their counts every FLUSH_INTERVAL, so the tests wait that long (with a margin) before exact checks.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from service import resources
+from service.metrics import FLUSH_INTERVAL
+from service.request_id import HEADER
 from tests.factories import AUDIENCE, ISSUER, SECRET, wall_clock_token
 from tests.gunicorn_server import (
     BOOT_TIMEOUT,
@@ -32,6 +35,7 @@ from tests.scrape import value
 MIN_REQUESTS = 40
 MAX_REQUESTS = 400  # sent until every worker has served some; fresh connections land on either worker
 SCRAPES = 6
+FLUSHED_WITHIN = FLUSH_INTERVAL * 3 + 2  # seconds: a flush, plus room for a loaded machine
 SECURED_OK = {"route": "/secured/ping", "status": "200"}
 
 
@@ -60,6 +64,22 @@ def secured_ok_in_scrapes(server: Server) -> list[float]:
     return counts
 
 
+def wait_until_flushed(directory: Path, workers: set[int], expected: float) -> None:
+    """Read the workers' files, without scraping, until they count `expected` secured-ping 200s between them.
+
+    Only the background flush can get there: a scrape would also flush the worker that answers it.
+    """
+    deadline = time.monotonic() + FLUSHED_WITHIN
+    while (seen := sum(served_by(directory, pid) for pid in workers)) < expected:
+        assert time.monotonic() < deadline, f"the files count {seen} of {expected} after {FLUSHED_WITHIN} s"
+        time.sleep(0.1)
+
+
+def worker_of(response) -> str:
+    """Which worker answered: the per-process prefix of its generated request id."""
+    return response.headers[HEADER].rsplit("-", 1)[0]
+
+
 def wait_for_replacement(server: Server, killed: int) -> set[int]:
     deadline = time.monotonic() + BOOT_TIMEOUT
     while killed in (workers := server.workers()) or len(workers) < WORKERS:
@@ -76,12 +96,15 @@ def test_one_scrape_counts_every_workers_requests_even_after_a_worker_is_killed(
         workers = wait_for_workers(server)
         [directory] = temp.glob("jwt-api-metrics-*")
         token = wall_clock_token()
-        sent = 0
-        while sent < MIN_REQUESTS or not all(served_by(directory, pid) for pid in workers):
-            assert sent < MAX_REQUESTS, f"workers' files count {[served_by(directory, p) for p in workers]} of {sent}"
+        sent, answered_by = 0, set()
+        while sent < MIN_REQUESTS or len(answered_by) < WORKERS:
+            assert sent < MAX_REQUESTS, f"only {len(answered_by)} worker(s) answered {sent} requests"
             response = server.get(token=token)
             assert (response.status, response.text) == (200, resources.SECURED_PING)
+            answered_by.add(worker_of(response))
             sent += 1
+        wait_until_flushed(directory, workers, sent)
+        assert all(served_by(directory, pid) for pid in workers)  # each worker wrote its own file
         assert sum(served_by(directory, pid) for pid in workers) == sent
         assert secured_ok_in_scrapes(server) == [sent] * SCRAPES
 
@@ -92,6 +115,7 @@ def test_one_scrape_counts_every_workers_requests_even_after_a_worker_is_killed(
         assert secured_ok_in_scrapes(server) == [sent] * SCRAPES
         for _ in range(20):  # the replacement records into the same directory once it serves
             assert server.get(token=token).status == 200
+        wait_until_flushed(directory, server.workers() | {killed}, sent + 20)
         assert secured_ok_in_scrapes(server) == [sent + 20] * SCRAPES
     assert not directory.exists()
     assert list(temp.glob("jwt-api-metrics-*")) == []

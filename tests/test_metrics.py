@@ -6,9 +6,15 @@ in one scrape) is tested through real gunicorn in test_gunicorn_metrics.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import falcon
 import falcon.testing
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from service import resources
 from service.app import create_app
@@ -16,6 +22,7 @@ from service.fetch import FetchError
 from service.jwks import RemoteKeySet
 from service.metrics import CONTENT_TYPE, UNMATCHED, Metrics, RequestMetrics
 from tests.factories import RSA_KEY, FakeClock, hs_settings, jwks, jwks_settings, make_token, public_jwk
+from tests.gunicorn_server import ROOT
 from tests.scrape import total, value
 
 REQUESTS = "jwt_api_requests_total"
@@ -193,3 +200,28 @@ def test_metrics_off_serves_no_metrics_route_and_records_nothing(clock):
         (CACHE, {"result": "miss"}),
     ]:
         assert value(text, name, **labels) == 0
+
+
+WORKER_SCRIPT = """
+import sys
+from service.metrics import Metrics
+metrics = Metrics(sys.argv[1], flush_interval=3600)  # no background flush within this run
+metrics.request("/secured/ping", "200 OK", 0.003)
+metrics.auth_outcome("ok")
+"""
+
+
+def test_a_worker_that_exits_flushes_what_it_counted_since_the_last_flush(tmp_path):
+    # prometheus_client picks multiprocess mode at import, so the worker is a process of its own.
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    environ = {"PATH": os.environ.get("PATH", os.defpath), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    script = [sys.executable, "-c", WORKER_SCRIPT, str(directory)]
+    subprocess.run(script, cwd=ROOT, env=environ, check=True, timeout=30)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    text = generate_latest(registry).decode()
+    assert value(text, REQUESTS, route="/secured/ping", status="200") == 1
+    assert value(text, OUTCOMES, outcome="ok") == 1
+    assert value(text, "jwt_api_request_duration_seconds_sum", route="/secured/ping") == pytest.approx(0.003)
+    assert value(text, "jwt_api_request_duration_seconds_bucket", route="/secured/ping", le="0.005") == 1
