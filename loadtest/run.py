@@ -3,9 +3,10 @@
     DURATION=10 CONNECTIONS=64 WORKERS=2 .venv/bin/python -m loadtest.run
 
 Each scenario is driven by wrk in turn, and every ratio is to the ceiling measured in the same run. Cold
-scenarios use a server with the token cache off, so every request is a full verification; the 50k-token
-scenario keeps the cache on (10,000 entries per worker), as in production. The memory check sends 200k
-distinct tokens, each once, and reports every worker's resident memory before and after. Results are
+scenarios use a server with the token cache off, so every request is a full verification; the 50k HS256 and
+10k RS256 token sets are also sent to a server with the cache on (10,000 entries per worker), as in
+production. The memory check sends 200k distinct tokens, each once, and reports every worker's resident
+memory before and after. Results are
 printed as a table and written to loadtest-results/latest.json. A benchmark, not a test: CI runs it only
 for one second with few tokens (tests/test_loadtest.py), to keep the harness working.
 """
@@ -32,7 +33,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parent.parent
-LUA = Path(__file__).with_name("tokens.lua")
+LUA = Path(__file__).with_name("tokens.lua")  # a token per request, picked at random
+LUA_ONCE = Path(__file__).with_name("tokens_once.lua")  # each token once
 AUDIENCE, ISSUER, SECRET = "https://api.loadtest.local", "https://issuer.loadtest.local/", "l" * 32
 
 
@@ -155,14 +157,14 @@ _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def run_wrk(wrk: str, scenario: str, url: str, options: Options, *, duration: int | None = None,
-            header: str | None = None, script_args: tuple[str, ...] = ()) -> Result:  # fmt: skip
+            header: str | None = None, script_args: tuple[str, ...] = (), script: Path = LUA) -> Result:  # fmt: skip
     """Drive `url` with wrk and parse its summary."""
     command = [wrk, "--latency", "-t", str(options.wrk_threads), "-c", str(options.connections),
                "-d", f"{duration or options.duration}s"]  # fmt: skip
     if header:
         command += ["-H", header]
     if script_args:
-        command += ["-s", str(LUA)]
+        command += ["-s", str(script)]
     command.append(url)
     if script_args:
         command += ["--", *script_args]
@@ -236,6 +238,9 @@ def run(options: Options) -> dict:
             results.append(cold_hs)
         with serve("service.app:app", options, JWT_CACHE_SIZE="0", **rs) as (url, _):
             results.append(run_wrk(wrk, "cold RS256 (cache off)", url + "/secured/ping", options, script_args=lua_rs))
+        with serve("service.app:app", options, **rs) as (url, _):
+            results.append(run_wrk(wrk, f"{options.rs_tokens} RS256 tokens, cache on", url + "/secured/ping",
+                                   options, script_args=lua_rs))  # fmt: skip
         # wrk runs for its whole duration even when every thread has stopped, so size it from the rate
         # of cold HS256 verifications measured above: each token once, with room to spare.
         rate = max(cold_hs.requests_per_second, 100.0)
@@ -243,8 +248,8 @@ def run(options: Options) -> dict:
         with serve("service.app:app", options, **hs) as (url, master):
             before = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
             sent = run_wrk(wrk, f"{options.memory_tokens} distinct tokens, each once", url + "/secured/ping",
-                           options, duration=memory_duration, script_args=(str(memory_tokens), "sequential",
-                           str(options.wrk_threads)))  # fmt: skip
+                           options, duration=memory_duration, script=LUA_ONCE,
+                           script_args=(str(memory_tokens), str(options.wrk_threads)))  # fmt: skip
             after = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
             memory = {"requests": sent.requests, "non_2xx": sent.non_2xx,
                       "rss_mb_before": before, "rss_mb_after": after}  # fmt: skip

@@ -13,7 +13,7 @@ def test_loadtest_runs_every_scenario_against_real_gunicorn(tmp_path):
     report = run.run(options)
     assert json.loads((tmp_path / "latest.json").read_text()) == report
     scenarios = {result["scenario"]: result for result in report["results"]}
-    assert len(scenarios) == 10
+    assert len(scenarios) == 11
     assert scenarios["ceiling /ping (bare Falcon)"]["ratio"] == 1.0
     assert scenarios["ceiling, token per request"]["ratio_same_client"] == 1.0
     assert scenarios["cold RS256 (cache off)"]["client"] == "lua"
