@@ -18,13 +18,18 @@ from service.errors import InvalidToken
 MAX_TOKEN_LENGTH = 8192  # characters; larger tokens are refused before any decoding
 MALFORMED = "token is malformed"
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
-_TO_STANDARD = str.maketrans("-_", "+/")
-_PADDING = ("", "", "==", "=")
+# The whole token in one match instead of split(".") and a regex per segment: exactly three non-empty runs
+# of the base64url alphabet joined by two dots. The classes are ASCII only (no IGNORECASE), so a token that
+# matches encodes to ASCII bytes, one byte per character, and the match's offsets are byte offsets too.
+_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+")
+# bytes.translate with a 256-byte table: one C pass, several times cheaper than str.translate with a dict.
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
 # The last character of a segment of length 4n+2 (4n+3) carries 4 (2) bits that must be zero; these are
-# the characters whose low bits are zero. Any character may end a segment of length 4n.
-_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_CANONICAL_LAST = (_ALPHABET, "", _ALPHABET[::16], _ALPHABET[::4])
+# the characters whose low bits are zero (in the standard alphabet, where the check runs after
+# translation). Any character may end a segment of length 4n.
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_CANONICAL_LAST = (_ALPHABET, b"", _ALPHABET[::16], _ALPHABET[::4])
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,24 +46,26 @@ def parse(token: str) -> CompactJws:
     """Split and decode a compact JWS; raises InvalidToken for anything but three strict segments of JSON."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("token is too large")
-    parts = token.split(".")
-    if len(parts) != 3:
+    match = _COMPACT.fullmatch(token)
+    if match is None:
         raise InvalidToken(MALFORMED)
-    header_segment, payload_segment, signature_segment = parts
+    header_end, payload_end = match.end(1), match.end(2)
+    signed = token.encode("ascii")
+    standard = signed.translate(_TO_STANDARD)
     return CompactJws(
-        header=_json_object(_decode(header_segment)),
-        payload=_json_object(_decode(payload_segment)),
-        signing_input=f"{header_segment}.{payload_segment}".encode("ascii"),
-        signature=_decode(signature_segment),
+        header=_json_object(_decode(standard[:header_end])),
+        payload=_json_object(_decode(standard[header_end + 1 : payload_end])),
+        signing_input=signed[:payload_end],
+        signature=_decode(standard[payload_end + 1 :]),
     )
 
 
-def _decode(segment: str) -> bytes:
-    """Strict base64url without padding: alphabet only, and the unused trailing bits are zero."""
+def _decode(segment: bytes) -> bytes:
+    """Strict base64 without padding (alphabet already checked): the unused trailing bits must be zero."""
     remainder = len(segment) % 4
-    if not _SEGMENT.fullmatch(segment) or remainder == 1 or segment[-1] not in _CANONICAL_LAST[remainder]:
+    if remainder == 1 or segment[-1] not in _CANONICAL_LAST[remainder]:
         raise InvalidToken(MALFORMED)  # non-canonical: another string decodes to the same bytes
-    return binascii.a2b_base64(segment.translate(_TO_STANDARD) + _PADDING[remainder])
+    return binascii.a2b_base64(segment + _PADDING[remainder], strict_mode=True)
 
 
 def _json_object(raw: bytes) -> dict:
