@@ -71,12 +71,28 @@ def _decode(segment: bytes) -> bytes:
 def _json_object(raw: bytes) -> dict:
     """A UTF-8 JSON object with unique member names and no NaN or Infinity."""
     try:
-        value = _JSON.decode(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        value = _json_value(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError, StopIteration):  # JSONDecodeError is a ValueError
         raise InvalidToken(MALFORMED) from None
     if type(value) is not dict:
         raise InvalidToken(MALFORMED)
     return value
+
+
+def _json_value(text: str) -> object:
+    """What `_JSON.decode(text)` returns, without its Python-level wrapper in the usual case.
+
+    `decode` skips leading whitespace, runs the decoder's C scanner (`scan_once`), skips trailing whitespace
+    and refuses anything left. Text that starts with "{" has no leading whitespace, so when one scan ends
+    exactly at the end of the text, `decode` would have returned the same value; any other text (leading or
+    trailing whitespace, extra data, not an object) goes through `decode` itself. The scanner raises what
+    `decode` raises, except a bare StopIteration for a missing value, which `_json_object` also catches.
+    """
+    if text[:1] == "{":
+        value, end = _SCAN_ONCE(text, 0)
+        if end == len(text):
+            return value
+    return _JSON.decode(text)
 
 
 def _unique_members(pairs: list[tuple[str, object]]) -> dict:
@@ -91,3 +107,4 @@ def _refuse_constant(name: str) -> object:
 
 
 _JSON = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_refuse_constant)
+_SCAN_ONCE = _JSON.scan_once  # the C scanner `decode` runs (json.scanner.c_make_scanner)
