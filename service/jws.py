@@ -11,7 +11,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from service.errors import InvalidToken
 
@@ -32,9 +32,12 @@ _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _CANONICAL_LAST = (_ALPHABET, b"", _ALPHABET[::16], _ALPHABET[::4])
 
 
-@dataclass(frozen=True, slots=True)
-class CompactJws:
-    """A parsed token: header and payload objects, the bytes the signature covers, and the signature."""
+class CompactJws(NamedTuple):
+    """A parsed token: header and payload objects, the bytes the signature covers, and the signature.
+
+    A NamedTuple rather than a frozen dataclass: equally read-only, and built in a third of the time (a
+    frozen dataclass's __init__ sets each field through object.__setattr__).
+    """
 
     header: dict
     payload: dict
