@@ -21,6 +21,7 @@ MALFORMED = "token is malformed"
 # The whole token in one match instead of split(".") and a regex per segment: exactly three non-empty runs
 # of the base64url alphabet joined by two dots. The classes are ASCII only (no IGNORECASE), so a token that
 # matches encodes to ASCII bytes, one byte per character, and the match's offsets are byte offsets too.
+# "+", "/" and "=" are refused here, on the original text, before "-" and "_" are translated onto them.
 _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+")
 # bytes.translate with a 256-byte table: one C pass, several times cheaper than str.translate with a dict.
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
@@ -64,7 +65,7 @@ def parse(token: str) -> CompactJws:
 
 
 def _decode(segment: bytes) -> bytes:
-    """Strict base64 without padding (alphabet already checked): the unused trailing bits must be zero."""
+    """A segment already checked and translated to the standard alphabet, unpadded; trailing bits must be 0."""
     remainder = len(segment) % 4
     if remainder == 1 or segment[-1] not in _CANONICAL_LAST[remainder]:
         raise InvalidToken(MALFORMED)  # non-canonical: another string decodes to the same bytes
