@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("tokens.lua")  # a token per request, picked at random
 LUA_ONCE = Path(__file__).with_name("tokens_once.lua")  # each token once
+GTHREAD_THREADS = 8  # gunicorn.conf.py's `threads`
 AUDIENCE, ISSUER, SECRET = "https://api.loadtest.local", "https://issuer.loadtest.local/", "l" * 32
 
 
@@ -112,7 +113,13 @@ def serve(app: str, options: Options, **variables: str) -> Iterator[tuple[str, i
     environ = {"PATH": os.environ.get("PATH", os.defpath), "JWT_AUDIENCE": AUDIENCE, "JWT_ISSUER": ISSUER,
                "WEB_CONCURRENCY": str(options.workers), "ACCESS_LOG": "0", "LOG_LEVEL": "warning",
                "PORT": str(port), **variables}  # fmt: skip
-    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), app]
+    # The one setting changed from gunicorn.conf.py, for every server alike (the ceiling too): each worker
+    # accepts at most its share of wrk's connections plus its thread count (a gthread worker closes kept-alive
+    # connections beyond worker_connections - threads). Otherwise one worker can take most of the connections
+    # while the other core idles, and that split, not the app, decides a run (see README, worker class).
+    connections_per_worker = math.ceil(options.connections / options.workers) + GTHREAD_THREADS
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
+               "--worker-connections", str(connections_per_worker), app]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
     url = f"http://127.0.0.1:{port}"
     try:
