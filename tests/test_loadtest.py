@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from loadtest import run
+from tests.gunicorn_server import ROOT
 
 
 def test_loadtest_runs_every_scenario_against_real_gunicorn(tmp_path):
@@ -51,3 +54,19 @@ def test_wrk_summary_is_parsed_with_its_units():
         6,
     )
     assert (result.p50_ms, result.p99_ms) == (0.812, 1500.0)
+
+
+def test_the_server_path_benchmark_times_every_scenario():
+    # A process of its own: it sets prometheus_client's multiprocess mode before importing the service.
+    command = [sys.executable, "-m", "loadtest.server_path", "20", "3"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    rows = completed.stdout.splitlines()[1:]
+    assert [row.rsplit(None, 2)[0] for row in rows] == [
+        "ceiling /ping (bare Falcon)",
+        "ceiling, token per request",
+        "public /ping",
+        "hot /secured/ping (one token)",
+        "cold HS256, 3 tokens, cache off",
+        "cold RS256, 3 tokens, cache off",
+    ]
+    assert all(float(row.split()[-2]) > 0 for row in rows)
