@@ -7,7 +7,8 @@ writer around the app, over a socketpair.
 to run. This times the code a gthread worker runs for every request (parse, WSGI environ, app, headers,
 body), without the polling and thread hand-offs around it, so the differences between the ceiling and the
 service repeat to about a microsecond. Metrics count in prometheus_client's multiprocess mode, as under
-gunicorn. Prints microseconds per request, best of 5 rounds. A benchmark, not a test.
+gunicorn (`METRICS=0` turns them off). Prints microseconds per request, best of 5 rounds. A benchmark, not a
+test.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def scenarios(folder: Path, distinct: int) -> list[tuple[str, Callable, list[byt
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True) | {"kid": "load-1"}
     hs = write_tokens(folder / "hs.txt", distinct, SECRET, "HS256").read_text().split()
     rs = write_tokens(folder / "rs.txt", distinct, rsa_key, "RS256", "load-1").read_text().split()
-    common = {"audiences": (AUDIENCE,), "issuer": ISSUER, "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"]}
+    common = {"audiences": (AUDIENCE,), "issuer": ISSUER, "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"],
+              "metrics": os.environ.get("METRICS", "1") != "0"}  # fmt: skip
     hs_settings = Settings(algorithms=("HS256",), secret=SECRET.encode(), **common)
     service = create_app(hs_settings)
     cold_hs = create_app(Settings(algorithms=("HS256",), secret=SECRET.encode(), cache_size=0, **common))
