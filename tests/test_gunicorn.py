@@ -248,7 +248,8 @@ def test_gunicorn_json_logs_one_object_per_line_with_request_id_and_auth_error(t
         while len(lines := [line for line in server.stdout.read_text().splitlines() if agent in line]) < 2:
             assert time.monotonic() < deadline, server.stdout.read_text()
             time.sleep(0.02)
-        first, second = (json.loads(line) for line in lines)
+        # Each worker writes its line after sending the response, so two workers' lines may come in either order.
+        first, second = sorted((json.loads(line) for line in lines), key=lambda entry: entry["status"] != 401)
         assert first["request_id"] == "client-id-1" == refused.headers["X-Request-ID"]
         assert (first["method"], first["path"], first["status"], first["auth_error"]) == (
             "GET",
