@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from service import resources
 from service.auth import AuthMiddleware, declared_scopes
 from service.cors import CorsMiddleware
 from service.errors import serialize_error
+from service.jwks import retry_after
 from service.keys import KeySource
 from service.keysources import load_keys
 from service.logs import configure_logging
@@ -89,7 +89,7 @@ def create_app(
     scopes = {scope for resource in api.values() for scope in declared_scopes(resource)}
     app.add_route(METADATA_PATH, resources.ProtectedResourceMetadata(settings.audiences[0], settings.issuer, scopes))
     app.add_route("/healthz", resources.Health())
-    app.add_route("/readyz", resources.Readiness(keys, retry_after=max(1, math.ceil(settings.jwks_refresh_cooldown))))
+    app.add_route("/readyz", resources.Readiness(keys, retry_after=retry_after(settings.jwks_refresh_cooldown)))
     if metrics is not None:
         app.add_route("/metrics", resources.MetricsText(metrics))
     keys.start()

@@ -83,6 +83,11 @@ def _spawn_thread(target: Callable[[], None]) -> None:
     threading.Thread(target=target, name="jwks-refresh", daemon=True).start()
 
 
+def retry_after(cooldown: float) -> int:
+    """Whole seconds a client should wait while no keys are held: the refresh cooldown, at least one."""
+    return max(1, math.ceil(cooldown))
+
+
 def ignore_fetch(result: str) -> None:
     """The default `on_fetch`: record nothing."""
 
@@ -156,7 +161,7 @@ class RemoteKeySet:
                 pending.wait(self._timeout)  # the provider may just have come back
             snapshot = self._snapshot
             if snapshot is None:
-                raise JwksUnavailable(retry_after=max(1, math.ceil(self._cooldown)))
+                raise JwksUnavailable(retry_after=retry_after(self._cooldown))
         self._refresh_if_stale(snapshot)  # in the background: this request uses the keys held now
         try:
             return snapshot.keys.resolve(kid, algorithm)
