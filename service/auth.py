@@ -21,7 +21,7 @@ _BEARER_SCHEME = re.compile(r"bearer(?:\s|$)", re.IGNORECASE)
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # What bearer_token accepts, in one match: the scheme, spaces, a token68, trailing spaces. A header that does not
 # match goes through the step-by-step checks, which accept nothing more and say what is wrong.
-_WELL_FORMED = re.compile(r"(?i:bearer) +([A-Za-z0-9._~+/-]+=*) *")
+_WELL_FORMED = re.compile(rf"(?i:bearer) +({_TOKEN68.pattern}) *")
 TOKEN_NOT_FOUND = "Token not found"  # noqa: S105 (a message, not a secret)
 TOO_MANY_PARTS = "Authorization header must be Bearer + \\s + token"
 
