@@ -16,8 +16,8 @@ from functools import partial
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
+from loadtest.run import RSA_KID, rsa_signing_key
 from service.keys import KeySet, SharedSecret
 from service.verifier import TokenVerifier
 
@@ -26,17 +26,16 @@ AUDIENCE, ISSUER, SECRET = "https://api.example.com", "https://issuer.example.co
 
 def cases() -> list[tuple[str, str, object, object]]:
     """(name, token, key for jwt.decode, key source for the service)."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, jwk = rsa_signing_key()
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True) | {"kid": "k1"}
     claims = {"aud": AUDIENCE, "iss": ISSUER, "sub": "user", "iat": int(time.time()), "exp": int(time.time()) + 3600}
     return [
         ("HS256", jwt.encode(claims, SECRET, "HS256"), SECRET, SharedSecret(SECRET, ("HS256",))),
         (
             "RS256",
-            jwt.encode(claims, private, "RS256", headers={"kid": "k1"}),
+            jwt.encode(claims, private, "RS256", headers={"kid": RSA_KID}),
             public_pem,
             KeySet.from_jwks({"keys": [jwk]}, ("RS256",)),
         ),

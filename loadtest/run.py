@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("tokens.lua")  # a token per request, picked at random
 LUA_ONCE = Path(__file__).with_name("tokens_once.lua")  # each token once
 GTHREAD_THREADS = 8  # gunicorn.conf.py's `threads`
+RSA_KID = "load-1"
 AUDIENCE, ISSUER, SECRET = "https://api.loadtest.local", "https://issuer.loadtest.local/", "l" * 32
 
 
@@ -98,6 +99,12 @@ def write_tokens(path: Path, count: int, key, algorithm: str, kid: str | None = 
                 claims["scope"] = scope
             out.write(jwt.encode(claims, key, algorithm=algorithm, headers=headers) + "\n")
     return path
+
+
+def rsa_signing_key() -> tuple[rsa.RSAPrivateKey, dict]:
+    """A fresh RSA-2048 key and its public JWK, kid RSA_KID: what RS256 tokens are signed and verified with."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return private, jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True) | {"kid": RSA_KID}
 
 
 def free_port() -> int:
@@ -210,11 +217,10 @@ def run(options: Options) -> dict:
     memory: dict = {}
     with tempfile.TemporaryDirectory(prefix="loadtest-") as scratch:
         folder = Path(scratch)
-        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True) | {"kid": "load-1"}
+        rsa_key, jwk = rsa_signing_key()
         (folder / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
         hs_tokens = write_tokens(folder / "hs.txt", options.hs_tokens, SECRET, "HS256")
-        rs_tokens = write_tokens(folder / "rs.txt", options.rs_tokens, rsa_key, "RS256", "load-1")
+        rs_tokens = write_tokens(folder / "rs.txt", options.rs_tokens, rsa_key, "RS256", RSA_KID)
         memory_tokens = write_tokens(folder / "memory.txt", options.memory_tokens, SECRET, "HS256")
         hot = "Authorization: Bearer " + hs_tokens.read_text().split("\n", 1)[0]
         scoped = (

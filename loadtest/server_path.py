@@ -72,19 +72,15 @@ def _cycle(items: list[bytes]) -> Iterator[bytes]:
 
 def scenarios(folder: Path, distinct: int) -> list[tuple[str, Callable, list[bytes]]]:
     """(name, app, requests) for the ceiling and the service; imported here, after the metrics mode is set."""
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     from loadtest.ceiling import app as ceiling
-    from loadtest.run import AUDIENCE, ISSUER, SECRET, write_tokens
+    from loadtest.run import AUDIENCE, ISSUER, RSA_KID, SECRET, rsa_signing_key, write_tokens
     from service.app import create_app
     from service.keys import KeySet
     from service.settings import Settings
 
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key(), as_dict=True) | {"kid": "load-1"}
+    rsa_key, jwk = rsa_signing_key()
     hs = write_tokens(folder / "hs.txt", distinct, SECRET, "HS256").read_text().split()
-    rs = write_tokens(folder / "rs.txt", distinct, rsa_key, "RS256", "load-1").read_text().split()
+    rs = write_tokens(folder / "rs.txt", distinct, rsa_key, "RS256", RSA_KID).read_text().split()
     common = {"audiences": (AUDIENCE,), "issuer": ISSUER, "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"],
               "metrics": os.environ.get("METRICS", "1") != "0"}  # fmt: skip
     hs_settings = Settings(algorithms=("HS256",), secret=SECRET.encode(), **common)
