@@ -11,8 +11,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find `service` from any working directory
 
-from service.gunicorn_logging import logger_for
-from service.startup import load_or_exit
+from service.ops.gunicorn_logging import logger_for
+from service.ops.startup import load_or_exit
 
 settings = load_or_exit(os.environ)
 
@@ -51,7 +51,7 @@ control_socket_disable = True
 
 
 # Metrics (METRICS=1): every worker writes its counts to files in one directory, and a scrape of any worker sums
-# them (prometheus_client's multiprocess mode; see service/metrics.py).
+# them (prometheus_client's multiprocess mode; see service/ops/metrics.py).
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 

@@ -18,8 +18,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from loadtest.run import RSA_KID, rsa_signing_key
-from service.keys import KeySet, SharedSecret
-from service.verifier import TokenVerifier
+from service.keys.keyset import KeySet, SharedSecret
+from service.tokens.verifier import TokenVerifier
 
 AUDIENCE, ISSUER, SECRET = "https://api.example.com", "https://issuer.example.com/", b"s" * 32
 

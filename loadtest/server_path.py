@@ -75,7 +75,7 @@ def scenarios(folder: Path, distinct: int) -> list[tuple[str, Callable, list[byt
     from loadtest.ceiling import app as ceiling
     from loadtest.run import AUDIENCE, ISSUER, RSA_KID, SECRET, rsa_signing_key, write_tokens
     from service.app import create_app
-    from service.keys import KeySet
+    from service.keys.keyset import KeySet
     from service.settings import Settings
 
     rsa_key, jwk = rsa_signing_key()

@@ -11,8 +11,8 @@ import dataclasses
 import os
 import sys
 
+from service.ops.startup import load_or_exit
 from service.settings import Settings
-from service.startup import load_or_exit
 
 
 def describe(settings: Settings) -> list[str]:

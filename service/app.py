@@ -13,18 +13,18 @@ from collections.abc import Callable
 import falcon
 
 from service import resources
-from service.auth import AuthMiddleware, declared_scopes
-from service.cors import CorsMiddleware
+from service.auth.cors import CorsMiddleware
+from service.auth.middleware import AuthMiddleware, declared_scopes
 from service.errors import serialize_error
-from service.jwks import retry_after
-from service.keys import KeySource
-from service.keysources import load_keys
-from service.logs import configure_logging
-from service.metrics import Metrics, RequestMetrics
-from service.request_id import RequestIdMiddleware
+from service.keys.jwks import retry_after
+from service.keys.keyset import KeySource
+from service.keys.sources import load_keys
+from service.ops.logs import configure_logging
+from service.ops.metrics import Metrics, RequestMetrics
+from service.ops.request_id import RequestIdMiddleware
 from service.settings import Settings
-from service.token_cache import CachingVerifier
-from service.verifier import TokenVerifier
+from service.tokens.cache import CachingVerifier
+from service.tokens.verifier import TokenVerifier
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
 

@@ -7,10 +7,10 @@ import json
 
 import falcon
 
-from service.auth import Requires
+from service.auth.middleware import Requires
 from service.errors import ApiError
-from service.keys import KeySource
-from service.metrics import CONTENT_TYPE, Metrics
+from service.keys.keyset import KeySource
+from service.ops.metrics import CONTENT_TYPE, Metrics
 
 PUBLIC_PING = "All good. You don't need to be authenticated to call this"
 SECURED_PING = "All good. You only get this message if you're authenticated"

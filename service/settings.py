@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from service import algorithms, fetch
+from service import algorithms
+from service.keys import fetch
 
 DEFAULT_LEEWAY = 5.0
 DEFAULT_JWKS_CACHE_TTL = 600.0

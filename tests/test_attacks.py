@@ -20,11 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.algorithms import get_default_algorithms
 
-from service import jws, resources
+from service import resources
 from service.app import create_app
-from service.claims import check_claims
 from service.errors import InvalidToken, TokenExpired
-from service.keys import VerificationKey
+from service.keys.keyset import VerificationKey
+from service.tokens import jws
+from service.tokens.claims import check_claims
 from tests.factories import (
     AUDIENCE,
     EC_KEY,

@@ -7,7 +7,7 @@ import falcon.testing
 import pytest
 
 from service import errors
-from service.auth import AuthMiddleware, Requires, bearer_token, granted_scopes, requires
+from service.auth.middleware import AuthMiddleware, Requires, bearer_token, granted_scopes, requires
 
 
 class FakeVerifier:

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from service import errors
-from service.claims import check_claims
+from service.tokens.claims import check_claims
 
 NOW = 1_000_000.0
 AUD = "https://api.example.com"

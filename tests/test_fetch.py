@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from service import fetch
-from service.fetch import FetchError, get_json, is_secure_url
+from service.keys import fetch
+from service.keys.fetch import FetchError, get_json, is_secure_url
 from tests.factories import default_jwks
 from tests.jwks_server import JwksServer
 

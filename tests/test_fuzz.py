@@ -17,10 +17,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import get_default_algorithms
 
-from service import auth
 from service.app import create_app
+from service.auth import middleware as auth
 from service.errors import AuthError
-from service.keys import KeySet
+from service.keys.keyset import KeySet
 from tests.factories import (
     AUDIENCE,
     EC_KEY,

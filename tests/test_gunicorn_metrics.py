@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from service import resources
-from service.metrics import FLUSH_INTERVAL
-from service.request_id import HEADER
+from service.ops.metrics import FLUSH_INTERVAL
+from service.ops.request_id import HEADER
 from tests.factories import AUDIENCE, ISSUER, SECRET, wall_clock_token
 from tests.gunicorn_server import (
     BOOT_TIMEOUT,

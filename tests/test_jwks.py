@@ -19,13 +19,13 @@ import falcon.testing
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from service import keysources
 from service.app import create_app
 from service.errors import InvalidToken, JwksUnavailable
-from service.fetch import FetchError
-from service.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot
-from service.keys import KeySet
-from service.keysources import load_keys, prefetch
+from service.keys import sources as keysources
+from service.keys.fetch import FetchError
+from service.keys.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot
+from service.keys.keyset import KeySet
+from service.keys.sources import load_keys, prefetch
 from service.settings import ConfigError, Settings
 from tests.factories import (
     AUDIENCE,
@@ -138,7 +138,7 @@ def threaded(location, clock, spawn, *, timeout: float) -> RemoteKeySet:
 
 def jwks_warnings(caplog) -> list[str]:
     records = caplog.records
-    return [r.getMessage() for r in records if r.name == "service.jwks" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in records if r.name == "service.keys.jwks" and r.levelno == logging.WARNING]
 
 
 def until(condition: Callable[[], bool], what: str, deadline: float = 5.0) -> None:
@@ -822,7 +822,7 @@ def test_prefetch_with_the_provider_down_warns_and_starts_without_keys(provider,
     prefetch(settings, keys)
     assert not keys.ready
     assert len(jwks_warnings(service_log)) == 1
-    starting = [r for r in service_log.records if r.name == "service.keysources" and r.levelno == logging.WARNING]
+    starting = [r for r in service_log.records if r.name == "service.keys.sources" and r.levelno == logging.WARNING]
     assert len(starting) == 1
     assert "503" in starting[0].getMessage()
 

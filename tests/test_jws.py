@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from service import jws
 from service.errors import InvalidToken
+from service.tokens import jws
 
 CANONICAL_ORDER = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # index = 6-bit value
 SIGNATURE = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()

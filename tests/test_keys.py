@@ -5,8 +5,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm, RSAPSSAlgorithm
 
 from service import errors
-from service.keys import KeySet, SharedSecret
-from service.keysources import load_keys
+from service.keys.keyset import KeySet, SharedSecret
+from service.keys.sources import load_keys
 from service.settings import ConfigError
 from tests.factories import EC_KEY, RSA_KEY, hs_settings, jwks, jwks_settings, pem, public_jwk, write_jwks
 

@@ -8,9 +8,9 @@ import falcon
 import falcon.testing
 import pytest
 
-from service import logs
 from service.app import create_app
-from service.auth import Requires
+from service.auth.middleware import Requires
+from service.ops import logs
 from tests.factories import FakeClock, hs_settings, make_token
 
 

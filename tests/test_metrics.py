@@ -18,9 +18,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from service import resources
 from service.app import create_app
-from service.fetch import FetchError
-from service.jwks import RemoteKeySet
-from service.metrics import CONTENT_TYPE, UNMATCHED, Metrics, RequestMetrics
+from service.keys.fetch import FetchError
+from service.keys.jwks import RemoteKeySet
+from service.ops.metrics import CONTENT_TYPE, UNMATCHED, Metrics, RequestMetrics
 from tests.factories import RSA_KEY, FakeClock, hs_settings, jwks, jwks_settings, make_token, public_jwk
 from tests.gunicorn_server import ROOT
 from tests.scrape import total, value
@@ -204,7 +204,7 @@ def test_metrics_off_serves_no_metrics_route_and_records_nothing(clock):
 
 WORKER_SCRIPT = """
 import sys
-from service.metrics import Metrics
+from service.ops.metrics import Metrics
 metrics = Metrics(sys.argv[1], flush_interval=3600)  # no background flush within this run
 metrics.request("/secured/ping", "200 OK", 0.003)
 metrics.auth_outcome("ok")

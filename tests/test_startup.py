@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.startup import load_or_exit
+from service.ops.startup import load_or_exit
 from tests.factories import default_jwks, write_jwks
 
 

@@ -5,10 +5,10 @@ import pytest
 
 from service import errors
 from service.app import create_app
-from service.jwks import RemoteKeySet
-from service.keys import KeySet, SharedSecret
-from service.token_cache import CachingVerifier
-from service.verifier import TokenVerifier
+from service.keys.jwks import RemoteKeySet
+from service.keys.keyset import KeySet, SharedSecret
+from service.tokens.cache import CachingVerifier
+from service.tokens.verifier import TokenVerifier
 from tests.factories import (
     AUDIENCE,
     ISSUER,

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from service import errors
-from service.keys import KeySet, SharedSecret
-from service.verifier import TokenVerifier
+from service.keys.keyset import KeySet, SharedSecret
+from service.tokens.verifier import TokenVerifier
 from tests.factories import (
     AUDIENCE,
     ISSUER,

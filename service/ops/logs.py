@@ -12,7 +12,7 @@ import logging
 import re
 import time
 
-from service import request_id
+from service.ops import request_id
 
 AUTH_ERROR_ENV = "service.auth_error"  # WSGI environ key: the auth failure code, for the access log line
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s [request_id=%(request_id)s]"

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from service import jws
-from service.claims import check_claims, valid_until
 from service.errors import AuthError, InvalidSignature, InvalidToken
-from service.keys import KeySource, VerificationKey
+from service.keys.keyset import KeySource, VerificationKey
+from service.tokens import jws
+from service.tokens.claims import check_claims, valid_until
 
 log = logging.getLogger(__name__)
 

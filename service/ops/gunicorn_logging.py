@@ -12,8 +12,8 @@ import os
 
 from gunicorn.glogging import Logger
 
-from service.logs import AUTH_ERROR_ENV, ContextFilter, formatter, scrub
-from service.request_id import HEADER
+from service.ops.logs import AUTH_ERROR_ENV, ContextFilter, formatter, scrub
+from service.ops.request_id import HEADER
 
 _HEADER = HEADER.lower()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from service.jwks import RemoteKeySet
-from service.keysources import load_keys, prefetch
-from service.logs import configure_logging
+from service.keys.jwks import RemoteKeySet
+from service.keys.sources import load_keys, prefetch
+from service.ops.logs import configure_logging
 from service.settings import ConfigError, Settings
 
 

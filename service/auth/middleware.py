@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import falcon
 
 from service.errors import AuthError, AuthorizationHeaderMissing, InsufficientScope, InvalidHeader
-from service.logs import AUTH_ERROR_ENV
+from service.ops.logs import AUTH_ERROR_ENV
 
 _SAFE_PREFIX = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*")
 _BEARER_SCHEME = re.compile(r"bearer(?:\s|$)", re.IGNORECASE)
@@ -121,7 +121,7 @@ class AuthMiddleware:
     `verifier` is anything with `verify(token) -> claims` that raises AuthError; `realm` goes into the
     `WWW-Authenticate` challenge of every failure, and so does the URL of the protected resource metadata
     (RFC 9728) when `metadata_path` is given, built from the request's own scheme and host. `on_outcome` is
-    called once per authentication with "ok" or the failure's code (service.metrics counts them).
+    called once per authentication with "ok" or the failure's code (service.ops.metrics counts them).
     """
 
     def __init__(

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service import fetch
 from service.errors import InvalidToken, JwksUnavailable
-from service.keys import KeySet, VerificationKey
+from service.keys import fetch
+from service.keys.keyset import KeySet, VerificationKey
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class RemoteKeySet:
     `ttl`, `cooldown` and `timeout` are seconds on `clock` (time.monotonic by default); `spawn` runs a
     refresh in the background (a daemon thread by default); `snapshot` is keys fetched before this process
     started, such as those the gunicorn master hands to its workers. `on_fetch` is called after every fetch
-    with "ok" (keys loaded) or "error" (service.metrics counts them).
+    with "ok" (keys loaded) or "error" (service.ops.metrics counts them).
     """
 
     def __init__(

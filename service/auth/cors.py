@@ -13,13 +13,13 @@ import logging
 import falcon
 from falcon_cors import CORS
 
-from service.request_id import HEADER
+from service.ops.request_id import HEADER
 
 ALLOWED_HEADERS = ("Content-Type", "Authorization")
 PREFLIGHT_MAX_AGE = 600  # seconds a browser may reuse a preflight answer
 
 # falcon-cors logs every refused origin at INFO; a client must not be able to fill the logs.
-_log = logging.getLogger("service.cors")
+_log = logging.getLogger("service.auth.cors")
 _log.setLevel(logging.WARNING)
 
 

@@ -1,7 +1,7 @@
 """Request ids: honour a client's `X-Request-ID` when it is short and plain, else make one; echo it back.
 
 The id goes on `req.context.request_id`, on the response, and on every log line written while the request
-is served (through a context variable that `service.logs` reads).
+is served (through a context variable that `service.ops.logs` reads).
 """
 
 from __future__ import annotations

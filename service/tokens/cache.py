@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from service.keys import KeySource, VerificationKey
-from service.verifier import TokenVerifier
+from service.keys.keyset import KeySource, VerificationKey
+from service.tokens.verifier import TokenVerifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class CachingVerifier:
 
     When full, the oldest entry makes room (first in, first out): the hot tokens of a load come back in at
     once, and a flood of distinct tokens cannot grow memory past the bound. `on_hit` and `on_miss` are called
-    once per lookup (service.metrics counts them); a miss is any token verified in full.
+    once per lookup (service.ops.metrics counts them); a miss is any token verified in full.
     """
 
     def __init__(

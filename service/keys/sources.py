@@ -11,9 +11,9 @@ import json
 import logging
 from collections.abc import Callable
 
-from service import fetch
-from service.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot, ignore_fetch
-from service.keys import KeySet, KeySource, SharedSecret
+from service.keys import fetch
+from service.keys.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot, ignore_fetch
+from service.keys.keyset import KeySet, KeySource, SharedSecret
 from service.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)

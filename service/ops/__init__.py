@@ -1,0 +1,1 @@
+"""Running the service: metrics, logs, request ids, gunicorn's logger and the start-up check."""

@@ -1,0 +1,1 @@
+"""Tokens: a compact JWS in, verified claims out."""
