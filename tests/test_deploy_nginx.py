@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from service import resources
-from tests.factories import AUDIENCE, ISSUER, SECRET, wall_clock_token
+from tests.factories import AUDIENCE, ISSUER, SECRET, bound_token, make_proof, wall_clock_token
 from tests.gunicorn_server import (
     REALM,
     Response,
@@ -270,3 +270,59 @@ def test_nginx_keeps_idle_connections_to_gunicorn_open(proxy):
         assert proxy.get(token=token).status == 200
     # Without upstream keep-alive, each request's connection to gunicorn is closed once it is answered.
     assert 1 <= established_to(proxy.upstream_port) <= 5
+
+
+# --- DPoP behind nginx ----------------------------------------------------------------------------------------
+
+
+def dpop_through(proxy: Proxy, url: str) -> Response:
+    now = time.time()
+    token = bound_token(now=now)
+    return proxy.get(Authorization=f"DPoP {token}", DPoP=make_proof(token, url=url, now=now))
+
+
+def test_dpop_proof_naming_the_proxy_s_url_passes_without_public_url(proxy):
+    # nginx passes the client's Host on, so the URL the service rebuilds is the one the client used.
+    response = dpop_through(proxy, f"http://127.0.0.1:{proxy.server.port}/secured/ping")
+    assert (response.status, response.text) == (200, resources.SECURED_PING)
+
+
+def test_dpop_proof_naming_the_upstream_address_is_refused(proxy):
+    response = dpop_through(proxy, f"http://127.0.0.1:{proxy.upstream_port}/secured/ping")
+    assert response.status == 401
+    assert response.json()["code"] == "invalid_dpop_proof"
+
+
+@pytest.fixture(scope="module")
+def public_proxy(tmp_path_factory) -> Iterator[Proxy]:
+    """nginx and gunicorn as deployed behind a TLS front: PUBLIC_URL names the public https:// origin."""
+    binary = nginx_binary()
+    environ = environment(
+        JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, PUBLIC_URL="https://api.example.com"
+    )
+    with (
+        gunicorn(environ, tmp_path_factory.mktemp("gunicorn")) as app,
+        nginx(binary, app.port, tmp_path_factory.mktemp("nginx")) as proxy,
+    ):
+        yield proxy
+
+
+def test_dpop_proof_naming_the_public_https_url_passes_behind_nginx(public_proxy):
+    response = dpop_through(public_proxy, "https://api.example.com/secured/ping")
+    assert (response.status, response.text) == (200, resources.SECURED_PING)
+
+
+def test_with_public_url_a_proof_naming_the_proxy_s_own_url_is_refused(public_proxy):
+    response = dpop_through(public_proxy, f"http://127.0.0.1:{public_proxy.server.port}/secured/ping")
+    assert response.status == 401
+    assert response.json()["code"] == "invalid_dpop_proof"
+    assert (
+        'resource_metadata="https://api.example.com/.well-known/oauth-protected-resource"'
+        in (response.headers["WWW-Authenticate"])
+    )
+
+
+def test_metadata_behind_nginx_names_the_public_url(public_proxy):
+    document = public_proxy.get("/.well-known/oauth-protected-resource").json()
+    assert document["resource"] == "https://api.example.com"
+    assert document["dpop_bound_access_tokens_required"] is False
