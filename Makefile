@@ -7,8 +7,10 @@ DEV_DIR := .dev
 DEV_ISSUER := https://dev.local/
 DEV_AUDIENCE := https://api.dev.local
 SCOPE ?=
+BOUND ?=
+METHOD ?= GET
 
-.PHONY: install run token test lint loadtest clean
+.PHONY: install run token proof test lint loadtest clean
 
 # Bootstrap output goes to stderr so `$(make -s token)` captures only the token.
 $(BIN)/.installed: requirements.txt
@@ -26,8 +28,14 @@ run: install $(DEV_DIR)/jwks.json
 	LOG_FORMAT=text JWT_JWKS_FILE=$(DEV_DIR)/jwks.json JWT_ISSUER=$(DEV_ISSUER) JWT_AUDIENCE=$(DEV_AUDIENCE) \
 		$(BIN)/gunicorn -c gunicorn.conf.py service.app:app
 
+# BOUND=1: a DPoP-bound token; `make -s proof URL=... TOKEN=...` then prints a proof for one request with it.
 token: install $(DEV_DIR)/jwks.json
-	@$(BIN)/python -m service.devtoken mint $(DEV_DIR) --issuer $(DEV_ISSUER) --audience $(DEV_AUDIENCE) --scope "$(SCOPE)"
+	@$(BIN)/python -m service.devtoken mint $(DEV_DIR) --issuer $(DEV_ISSUER) --audience $(DEV_AUDIENCE) --scope "$(SCOPE)" \
+		$(if $(BOUND),--bound)
+
+proof: install $(DEV_DIR)/jwks.json
+	@test -n "$(URL)" -a -n "$(TOKEN)" || { echo "usage: make -s proof URL=http://localhost:8000/secured/ping TOKEN=..." >&2; exit 2; }
+	@$(BIN)/python -m service.devtoken proof $(DEV_DIR) --url "$(URL)" --token "$(TOKEN)" --method "$(METHOD)"
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,10 +1,13 @@
 """Development keys and tokens, for `make run` and `make token`; never for production.
 
     python -m service.devtoken init DIR                      # RSA key + JWKS in DIR, once
-    python -m service.devtoken mint DIR --issuer I --audience A [--scope S] [--ttl SECONDS]
+    python -m service.devtoken mint DIR --issuer I --audience A [--scope S] [--ttl SECONDS] [--bound]
+    python -m service.devtoken proof DIR --url URL --token TOKEN [--method GET]
 
 `init` writes `DIR/private.pem` and `DIR/jwks.json` (public key only) unless they exist; `mint` prints
-only the token on stdout, so `$(make -s token)` can be pasted into a curl command.
+only the token on stdout, so `$(make -s token)` can be pasted into a curl command. With `--bound` the token
+is DPoP-bound (`cnf.jkt`) to the development client's key `DIR/dpop.pem` (EC P-256, made once), and `proof`
+prints a DPoP proof (RFC 9449) of that key for one request: `make -s proof URL=... TOKEN=...`.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import base64
 import hashlib
 import json
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from service.auth.dpop import access_token_hash, thumbprint
 
 ALGORITHM = "RS256"
 DEFAULT_TTL = 3600
@@ -44,16 +50,57 @@ def init_keys(directory: Path) -> bool:
 
 
 def mint(
-    directory: Path, *, issuer: str, audience: str, scope: str = "", ttl: int = DEFAULT_TTL, now: float | None = None
+    directory: Path,
+    *,
+    issuer: str,
+    audience: str,
+    scope: str = "",
+    ttl: int = DEFAULT_TTL,
+    now: float | None = None,
+    bound: bool = False,
 ) -> str:
-    """A token signed with the development key in `directory`, valid for `ttl` seconds."""
+    """A token signed with the development key in `directory`, valid for `ttl` seconds; `bound`: DPoP-bound."""
     now = int(time.time() if now is None else now)
     jwk = json.loads((directory / "jwks.json").read_text())["keys"][0]
     claims = {"iss": issuer, "aud": audience, "sub": "dev-user", "iat": now, "exp": now + ttl}
     if scope:
         claims["scope"] = scope
+    if bound:
+        claims["cnf"] = {"jkt": thumbprint(_dpop_jwk(_dpop_key(directory)))}
     private_key = (directory / "private.pem").read_bytes()
     return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": jwk["kid"]})
+
+
+def proof(directory: Path, *, url: str, token: str, method: str = "GET", now: float | None = None) -> str:
+    """A DPoP proof of the development client's key for `method` `url` with `token` (RFC 9449 section 4.2)."""
+    key = _dpop_key(directory)
+    claims = {
+        "jti": secrets.token_urlsafe(16),
+        "htm": method,
+        "htu": url,
+        "iat": int(time.time() if now is None else now),
+        "ath": access_token_hash(token),
+    }
+    return jwt.encode(claims, key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": _dpop_jwk(key)})
+
+
+def _dpop_key(directory: Path) -> ec.EllipticCurvePrivateKey:
+    """The development client's DPoP key, `DIR/dpop.pem`, made on first use."""
+    path = directory / "dpop.pem"
+    if not path.exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+
+def _dpop_jwk(key: ec.EllipticCurvePrivateKey) -> dict:
+    return jwt.algorithms.ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
 
 
 def _kid(jwk: dict) -> str:
@@ -73,12 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     mint_cmd.add_argument("--audience", required=True)
     mint_cmd.add_argument("--scope", default="")
     mint_cmd.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="seconds the token is valid")
+    mint_cmd.add_argument("--bound", action="store_true", help="bind the token to the development DPoP key")
+    proof_cmd = commands.add_parser("proof", help="print a DPoP proof of the development DPoP key")
+    proof_cmd.add_argument("directory", type=Path)
+    proof_cmd.add_argument("--url", required=True, help="the URL the request goes to, e.g. http://localhost:8000/...")
+    proof_cmd.add_argument("--token", required=True, help="the DPoP-bound access token the request carries")
+    proof_cmd.add_argument("--method", default="GET")
     args = parser.parse_args(argv)
     if args.command == "init":
         if init_keys(args.directory):
             print(f"created a development key in {args.directory}/", file=sys.stderr)
         return 0
-    print(mint(args.directory, issuer=args.issuer, audience=args.audience, scope=args.scope, ttl=args.ttl))
+    if args.command == "proof":
+        print(proof(args.directory, url=args.url, token=args.token, method=args.method))
+        return 0
+    minted = mint(
+        args.directory, issuer=args.issuer, audience=args.audience, scope=args.scope, ttl=args.ttl, bound=args.bound
+    )
+    print(minted)
     return 0
 
 

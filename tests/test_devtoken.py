@@ -49,3 +49,30 @@ def test_mint_prints_only_the_token(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     assert out.strip().count(".") == 2
+
+
+def test_a_bound_token_and_its_proofs_pass_the_service_and_the_token_alone_does_not(tmp_path, capsys):
+    directory = tmp_path / "dev"
+    devtoken.init_keys(directory)
+    settings = Settings(
+        audiences=(AUDIENCE,), algorithms=("RS256",), issuer=ISSUER, jwks_file=str(directory / "jwks.json")
+    )
+    client = falcon.testing.TestClient(create_app(settings))
+    url = "http://falconframework.org/secured/ping"  # falcon.testing's host
+
+    assert devtoken.main(["mint", str(directory), "--issuer", ISSUER, "--audience", AUDIENCE, "--bound"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert stat.S_IMODE((directory / "dpop.pem").stat().st_mode) == 0o600
+
+    def proof() -> str:
+        assert devtoken.main(["proof", str(directory), "--url", url, "--token", token]) == 0
+        printed = capsys.readouterr().out
+        assert printed.count("\n") == 1
+        return printed.strip()
+
+    def get(headers):
+        return client.simulate_get("/secured/ping", headers=headers)
+
+    assert get({"Authorization": f"DPoP {token}", "DPoP": proof()}).status_code == 200
+    assert get({"Authorization": f"DPoP {token}", "DPoP": proof()}).status_code == 200  # a fresh proof each time
+    assert get({"Authorization": f"Bearer {token}"}).json["code"] == "invalid_token"

@@ -9,6 +9,7 @@ lands on the other worker.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -103,3 +104,34 @@ def test_neither_token_nor_proof_reaches_the_logs(server):
     for secret_part in (token, proof, proof.rsplit(".", 1)[1], token.rsplit(".", 1)[1]):
         assert secret_part not in logs
     assert "invalid_dpop_proof" in logs  # the access line names the failure
+
+
+def test_the_replay_directory_lives_as_long_as_its_master_even_across_a_reload(tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    environ = environment(JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, TMPDIR=str(temp))
+    with gunicorn(environ, tmp_path) as running:
+        old_workers = wait_for_workers(running)
+        (directory,) = temp.glob("jwt-api-dpop-*")
+        token, proof = fresh(running)
+        assert send(running, token, proof, "before-reload").status == 200
+        running.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while running.workers() & old_workers or len(running.workers()) < 2:  # every worker replaced
+            assert time.monotonic() < deadline, "the workers were not replaced after SIGHUP"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the new workers load the app
+        # The new workers share the same directory, so the proof stays used.
+        assert send(running, token, proof, "after-reload").json()["description"] == dpop.REPLAYED
+        assert list(temp.glob("jwt-api-dpop-*")) == [directory]
+    assert list(temp.glob("jwt-api-dpop-*")) == []  # removed by the master on exit
+
+
+def test_an_operator_s_replay_directory_is_used_and_kept(tmp_path):
+    directory = tmp_path / "replay"
+    directory.mkdir()
+    environ = environment(JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, DPOP_REPLAY_DIR=str(directory))
+    with gunicorn(environ, tmp_path) as running:
+        token, proof = fresh(running)
+        assert send(running, token, proof, "operator-dir").status == 200
+    assert (directory / "dpop-replay.sqlite3").exists()
