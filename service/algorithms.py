@@ -20,13 +20,22 @@ ASYMMETRIC_KEY_TYPES = {
     "ES384": ("EC", ("P-384",)),
     "ES512": ("EC", ("P-521",)),
     "EdDSA": ("OKP", ("Ed25519", "Ed448")),  # RFC 8037
+    "Ed25519": ("OKP", ("Ed25519",)),  # RFC 9864's fully-specified name, which panva's dpop 2.x signs with
 }
+# The name PyJWT knows an algorithm by, where it has no object of that name.
+PYJWT_NAMES = {"Ed25519": "EdDSA"}
 
 SUPPORTED = frozenset(HMAC_MIN_SECRET_BYTES) | frozenset(ASYMMETRIC_KEY_TYPES)
-# What a DPoP proof may be signed with by default (DPOP_ALGORITHMS): the algorithms clients use (RFC 9449
-# section 5 names ES256; browsers' WebCrypto and panva's dpop also make ES384, PS256, RS256 and EdDSA).
+# What a DPoP proof may be signed with by default (DPOP_ALGORITHMS), as the DPoP issue fixed it: RFC 9449 section 5
+# names ES256; WebCrypto clients make ES384, PS256 and RS256 too, and Ed25519 keys sign as EdDSA (RFC 8037) or,
+# with panva's dpop 2.x, as Ed25519 (RFC 9864), which DPOP_ALGORITHMS may add.
 DEFAULT_DPOP_ALGORITHMS = ("ES256", "ES384", "PS256", "RS256", "EdDSA")
 MIN_RSA_BITS = 2048  # RFC 7518 section 3.3: a key of 2048 bits or larger MUST be used with RS*/PS*
+
+
+def pyjwt_name(algorithm: str) -> str:
+    """The name of PyJWT's algorithm object that implements `algorithm`."""
+    return PYJWT_NAMES.get(algorithm, algorithm)
 
 
 def is_hmac(algorithm: str) -> bool:

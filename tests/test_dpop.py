@@ -3,6 +3,8 @@ DPoP flow through create_app (modes, binding, replay, challenges, metadata, CORS
 
 from __future__ import annotations
 
+import json
+
 import falcon.testing
 import jwt
 import pytest
@@ -398,3 +400,20 @@ def test_cors_allows_the_dpop_header_and_exposes_the_challenge_and_nonce(client)
     refused = get(client, {"Origin": "https://app.example.com"})
     exposed = {name.strip().lower() for name in refused.headers["access-control-expose-headers"].split(",")}
     assert {"www-authenticate", "dpop-nonce", "x-request-id"} <= exposed
+
+
+def test_ed25519_proofs_signed_under_rfc_9864_s_name_are_accepted_when_configured():
+    verifier = ProofVerifier(("Ed25519",), max_age=300, leeway=30, clock=FakeClock())
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    ed_jwk = jwt.algorithms.OKPAlgorithm.to_jwk(ed_key.public_key(), as_dict=True)
+    # PyJWT signs only under "EdDSA": the proof is made with that name in the header, then relabelled by hand.
+    eddsa = make_proof(TOKEN, key=ed_key, algorithm="EdDSA", jwk=ed_jwk)
+    payload = eddsa.split(".")[1]
+    relabelled = jwt.utils.base64url_encode(
+        json.dumps({**jwt.get_unverified_header(eddsa), "alg": "Ed25519"}).encode()
+    ).decode()
+    signing_input = f"{relabelled}.{payload}".encode()
+    signature = jwt.utils.base64url_encode(ed_key.sign(signing_input)).decode()
+    assert check(verifier, f"{relabelled}.{payload}.{signature}").thumbprint == thumbprint(ed_jwk)
+    with pytest.raises(InvalidDpopProof):
+        check(verifier, eddsa)  # "EdDSA" is not in this verifier's list

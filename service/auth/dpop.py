@@ -167,7 +167,7 @@ class ProofVerifier:
         if cached is not None:
             return cached, key_thumbprint
         try:
-            public = jwt.PyJWK(jwk, algorithm).key
+            public = jwt.PyJWK(jwk, algorithms.pyjwt_name(algorithm)).key
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidDpopProof(BAD_HEADER) from None
         if isinstance(public, rsa.RSAPublicKey) and public.key_size < algorithms.MIN_RSA_BITS:

@@ -42,7 +42,7 @@ class VerificationKey:
     @classmethod
     def prepare(cls, algorithm_name: str, key: object, key_id: str | None = None) -> VerificationKey:
         """Prepare a secret (bytes) or a public key object for `algorithm_name`; raises ValueError."""
-        algorithm = get_default_algorithms()[algorithm_name]
+        algorithm = get_default_algorithms()[algorithms.pyjwt_name(algorithm_name)]
         try:
             prepared = algorithm.prepare_key(key)
         except (jwt.PyJWTError, TypeError, ValueError) as error:
@@ -159,7 +159,7 @@ class KeySet(_StaticKeys):
                     keys[(kid, algorithm)] = previous_keys[(kid, algorithm)]
                     continue
                 try:
-                    key = jwt.PyJWK(jwk, algorithm)
+                    key = jwt.PyJWK(jwk, algorithms.pyjwt_name(algorithm))
                 except jwt.PyJWTError as error:
                     raise ValueError(f"key {kid!r} is not a valid JWK ({error.__class__.__name__})") from None
                 too_weak = key.Algorithm.check_key_length(key.key)
