@@ -73,6 +73,13 @@ class InvalidToken(AuthError):
     """Anything else wrong with the token: malformed, algorithm not allowed, unknown key, missing exp."""
 
 
+class BoundToken(AuthError):
+    """The token names a key (`cnf`, RFC 7800) that this request does not prove it holds: a stolen
+    sender-constrained token must not work as a bearer token (RFC 9449 section 7.2, RFC 8705)."""
+
+    description = "token is bound to a key and needs a proof of possession"
+
+
 class TokenExpired(AuthError):
     code = "token_expired"
     description = "token is expired"

@@ -242,3 +242,18 @@ def test_unexpected_exception_gets_json_500_without_details(clock):
     result = falcon.testing.TestClient(app).simulate_get("/broken")
     assert result.status_code == 500
     assert result.json == {"code": "internal_error", "description": "The server hit an unexpected error."}
+
+
+@pytest.mark.parametrize(
+    "cnf",
+    [
+        {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"},  # DPoP-bound (RFC 9449)
+        {"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"},  # certificate-bound (RFC 8705)
+        {},
+        "not an object",
+    ],
+)
+def test_token_bound_to_a_key_gets_401_invalid_token_as_a_bearer_token(hs_client, cnf):
+    result = get(hs_client, token=make_token(cnf=cnf))
+    assert_error(result, 401, "invalid_token", INVALID_TOKEN)
+    assert result.json["description"] == "token is bound to a key and needs a proof of possession"

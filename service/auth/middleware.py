@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import falcon
 
-from service.errors import AuthError, AuthorizationHeaderMissing, InsufficientScope, InvalidHeader
+from service.errors import AuthError, AuthorizationHeaderMissing, BoundToken, InsufficientScope, InvalidHeader
 from service.ops.logs import AUTH_ERROR_ENV
 
 _SAFE_PREFIX = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*")
@@ -143,6 +143,8 @@ class AuthMiddleware:
             return
         try:
             claims = self._verifier.verify(bearer_token(req.get_header("Authorization")))
+            if "cnf" in claims:  # bound to a key (any confirmation method) that a bearer request proves nothing of
+                raise BoundToken()
             requirement.check(claims)
         except AuthError as error:
             req.env[AUTH_ERROR_ENV] = error.code  # the access log line names the failure, never the token
