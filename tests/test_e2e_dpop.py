@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt
@@ -56,6 +57,37 @@ def npm_packages() -> None:
         pytest.fail(f"`{' '.join(command)}` in {E2E} failed:\n{result.stderr[-2000:]}")
 
 
+@dataclass(frozen=True)
+class Provider:
+    """A running oidc-provider, as its ready line describes it; the client secret stays out of its repr."""
+
+    issuer: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    alg: str  # the access tokens' JWS algorithm
+
+
+@dataclass(frozen=True)
+class Issued:
+    """What one run of client.mjs printed. Tokens and proofs stay out of its repr, so no failure message shows them."""
+
+    access_token: str = field(repr=False)
+    token_type: str
+    jkt: str | None  # the thumbprint of the client's DPoP key, None for a plain bearer token
+    proofs: list[str] = field(repr=False)  # `proofs` mode: one per "METHOD PATH" asked for, in order
+    foreign_proofs: list[str] = field(repr=False)  # the same, signed by a key the token is not bound to
+    proof: str | None = field(repr=False)  # `call` mode: the proof the client sent with its own request
+    response: dict | None  # `call` mode: status, body and www_authenticate of its own request
+
+    @property
+    def claims(self) -> dict:
+        return jwt.decode(self.access_token, options={"verify_signature": False})
+
+    @property
+    def header(self) -> dict:
+        return jwt.get_unverified_header(self.access_token)
+
+
 def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
@@ -67,8 +99,8 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def identity_provider(resources: list[str], log_dir: Path) -> Iterator[dict]:
-    """oidc-provider on a free loopback port until the block ends; yields its ready line (issuer, client, alg)."""
+def identity_provider(resources: list[str], log_dir: Path) -> Iterator[Provider]:
+    """oidc-provider on a free loopback port, issuing tokens for `resources`, until the block ends."""
     stdout, stderr = log_dir / "provider.out", log_dir / "provider.err"
     arguments = [arg for resource in resources for arg in ("--resource", resource)]
     with stdout.open("wb") as out, stderr.open("wb") as err:
@@ -84,7 +116,8 @@ def identity_provider(resources: list[str], log_dir: Path) -> Iterator[dict]:
             if time.monotonic() > deadline:
                 pytest.fail(f"oidc-provider printed no ready line within {PROVIDER_START_TIMEOUT:.0f} s")
             time.sleep(0.05)
-        yield json.loads(ready.splitlines()[0])
+        line = json.loads(ready.splitlines()[0])
+        yield Provider(line["issuer"], line["client_id"], line["client_secret"], line["alg"])
     finally:
         stop(process)
         process.stdin.close()
@@ -104,17 +137,18 @@ def resource(port: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def provider(ports, tmp_path_factory) -> Iterator[dict]:
-    with identity_provider([resource(port) for port in ports.values()], tmp_path_factory.mktemp("provider")) as ready:
-        yield ready
+def provider(ports, tmp_path_factory) -> Iterator[Provider]:
+    resources = [resource(port) for port in ports.values()]
+    with identity_provider(resources, tmp_path_factory.mktemp("provider")) as running:
+        yield running
 
 
-def service_environment(provider: dict, port: int, **variables: str) -> dict[str, str]:
+def service_environment(provider: Provider, port: int, **variables: str) -> dict[str, str]:
     """Keys by discovery from the provider's issuer, the service's own URL as audience, the provider's alg."""
     return environment(
-        JWT_ISSUER=provider["issuer"],
+        JWT_ISSUER=provider.issuer,
         JWT_AUDIENCE=resource(port),
-        JWT_ALGORITHMS=provider["alg"],
+        JWT_ALGORITHMS=provider.alg,
         **WHO_ANSWERED,
         **variables,
     )
@@ -136,11 +170,11 @@ def strict_api(provider, ports, tmp_path_factory) -> Iterator[Server]:
         yield server
 
 
-def client(provider: dict, mode: str, port: int, *arguments: str) -> dict:
-    """One run of client.mjs (`call` or `proofs`) for the resource served on `port`; its JSON result."""
-    command = ["node", "client.mjs", mode, "--issuer", provider["issuer"], "--client-id", provider["client_id"]]
+def client(provider: Provider, mode: str, port: int, *arguments: str) -> Issued:
+    """One run of client.mjs (`call` or `proofs`) for the resource served on `port`."""
+    command = ["node", "client.mjs", mode, "--issuer", provider.issuer, "--client-id", provider.client_id]
     command += ["--resource", resource(port), *arguments]
-    environ = {"PATH": os.environ.get("PATH", os.defpath), "E2E_CLIENT_SECRET": provider["client_secret"]}
+    environ = {"PATH": os.environ.get("PATH", os.defpath), "E2E_CLIENT_SECRET": provider.client_secret}
     try:
         result = subprocess.run(
             command, cwd=E2E, env=environ, capture_output=True, text=True, timeout=CLIENT_TIMEOUT, check=False
@@ -149,15 +183,24 @@ def client(provider: dict, mode: str, port: int, *arguments: str) -> dict:
         pytest.fail(f"client.mjs {mode} took over {CLIENT_TIMEOUT:.0f} s")
     if result.returncode != 0:
         pytest.fail(f"client.mjs {mode} exited with {result.returncode}:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout)
+    printed = json.loads(result.stdout)
+    return Issued(
+        access_token=printed["access_token"],
+        token_type=printed["token_type"],
+        jkt=printed["jkt"],
+        proofs=[proof["proof"] for proof in printed.get("proofs", [])],
+        foreign_proofs=[proof["proof"] for proof in printed.get("foreign_proofs", [])],
+        proof=printed.get("proof"),
+        response=printed.get("response"),
+    )
 
 
-def call(provider: dict, server: Server) -> dict:
+def call(provider: Provider, server: Server) -> Issued:
     """The real client's own DPoP request to GET /secured/ping on `server`: its token, proof and the response."""
     return client(provider, "call", server.port, "--url", f"{resource(server.port)}{PATH}")
 
 
-def proofs(provider: dict, port: int, *targets: str, foreign: tuple[str, ...] = (), bearer: bool = False) -> dict:
+def proofs(provider: Provider, port: int, *targets: str, foreign: tuple[str, ...] = (), bearer: bool = False) -> Issued:
     """A token for the service on `port` and proofs for "METHOD PATH"s on it (`foreign`: signed by another key)."""
     arguments = ["--bearer"] if bearer else []
     for option, paths in (("--proof", targets), ("--foreign-proof", foreign)):
@@ -167,12 +210,16 @@ def proofs(provider: dict, port: int, *targets: str, foreign: tuple[str, ...] = 
     return client(provider, "proofs", port, *arguments)
 
 
-def dpop_get(server: Server, token: str, proof: str | None, agent: str = "e2e") -> Response:
+def dpop_get(server: Server, issued: Issued, proof: str | None, agent: str = "e2e") -> Response:
     """GET /secured/ping with `Authorization: DPoP <token>` and, unless None, the proof in the DPoP header."""
-    headers = {"Authorization": f"DPoP {token}", "User-Agent": agent}
+    headers = {"Authorization": f"DPoP {issued.access_token}", "User-Agent": agent}
     if proof is not None:
         headers["DPoP"] = proof
     return server.request("GET", PATH, headers)
+
+
+def bearer_get(server: Server, issued: Issued) -> Response:
+    return server.get(token=issued.access_token)
 
 
 def answered(server: Server, agent: str) -> set[int]:
@@ -193,31 +240,29 @@ def assert_refused(response: Response, code: str, challenge_error: str) -> None:
 
 def test_provider_issues_a_jwt_access_token_bound_to_the_clients_dpop_key(provider, ports):
     issued = proofs(provider, ports["allowed"])
-    header = jwt.get_unverified_header(issued["access_token"])
-    payload = jwt.decode(issued["access_token"], options={"verify_signature": False})
-    assert issued["token_type"] == "DPoP"
-    assert (header["typ"], header["alg"]) == ("at+jwt", provider["alg"])
-    assert payload["cnf"] == {"jkt": issued["jkt"]}
-    assert payload["aud"] == resource(ports["allowed"])
-    assert payload["iss"] == provider["issuer"]
+    assert issued.token_type == "DPoP"
+    assert (issued.header["typ"], issued.header["alg"]) == ("at+jwt", provider.alg)
+    assert issued.claims["cnf"] == {"jkt": issued.jkt}
+    assert issued.claims["aud"] == resource(ports["allowed"])
+    assert issued.claims["iss"] == provider.issuer
 
 
 def test_dpop_request_from_the_real_client_gets_200(provider, api):
-    result = call(provider, api)
-    assert result["token_type"] == "DPoP"
-    assert result["response"]["status"] == 200
-    assert result["response"]["body"] == AUTHENTICATED
+    issued = call(provider, api)
+    assert issued.token_type == "DPoP"
+    assert issued.response["status"] == 200
+    assert issued.response["body"] == AUTHENTICATED
 
 
 def test_proof_sent_again_gets_401_invalid_dpop_proof_on_every_worker(provider, api):
-    result = call(provider, api)
-    assert result["response"]["status"] == 200
+    issued = call(provider, api)
+    assert issued.response["status"] == 200
     # A replay store local to one worker would let the proof through on the other: replay until both answered.
     workers = wait_for_workers(api)
     replays = []
     deadline = time.monotonic() + DEADLINE
     while answered(api, "replay") < workers and time.monotonic() < deadline:
-        replays.append(dpop_get(api, result["access_token"], result["proof"], agent="replay"))
+        replays.append(dpop_get(api, issued, issued.proof, agent="replay"))
     assert answered(api, "replay") == workers, "the replayed proof did not reach every worker"
     for response in replays:
         assert_refused(response, "invalid_dpop_proof", "invalid_dpop_proof")
@@ -225,32 +270,33 @@ def test_proof_sent_again_gets_401_invalid_dpop_proof_on_every_worker(provider, 
 
 def test_dpop_bound_token_sent_as_bearer_gets_401_invalid_token(provider, api):
     issued = proofs(provider, api.port, f"GET {PATH}")
-    response = api.get(token=issued["access_token"])
+    response = bearer_get(api, issued)
     assert response.status == 401
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["code"] == "invalid_token"
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
     # The same token with its proof passes: the refusal is the scheme's, not the token's.
-    assert dpop_get(api, issued["access_token"], issued["proofs"][0]["proof"]).status == 200
+    with_proof = dpop_get(api, issued, issued.proofs[0])
+    assert with_proof.status == 200
 
 
 @pytest.mark.parametrize("target", ["GET /ping", "POST /secured/ping", "GET /secured/scoped/ping"])
 def test_proof_for_another_method_or_url_gets_401_invalid_dpop_proof(provider, api, target):
     issued = proofs(provider, api.port, target, f"GET {PATH}")
-    wrong, right = (proof["proof"] for proof in issued["proofs"])
-    assert_refused(dpop_get(api, issued["access_token"], wrong), "invalid_dpop_proof", "invalid_dpop_proof")
-    assert dpop_get(api, issued["access_token"], right).status == 200
+    wrong, right = issued.proofs
+    assert_refused(dpop_get(api, issued, wrong), "invalid_dpop_proof", "invalid_dpop_proof")
+    # The proof for this very request passes, so the refusal above is for its htm or htu alone.
+    with_right_proof = dpop_get(api, issued, right)
+    assert with_right_proof.status == 200
 
 
 def test_proof_signed_by_another_key_than_the_bound_one_gets_401_invalid_token(provider, api):
     issued = proofs(provider, api.port, foreign=(f"GET {PATH}",))
-    response = dpop_get(api, issued["access_token"], issued["foreign_proofs"][0]["proof"])
-    assert_refused(response, "invalid_token", "invalid_token")
+    assert_refused(dpop_get(api, issued, issued.foreign_proofs[0]), "invalid_token", "invalid_token")
 
 
 def test_dpop_scheme_without_a_proof_gets_401_invalid_header(provider, api):
-    issued = proofs(provider, api.port)
-    response = dpop_get(api, issued["access_token"], None)
+    response = dpop_get(api, proofs(provider, api.port), None)
     assert response.status == 401
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["code"] == "invalid_header"
@@ -259,23 +305,22 @@ def test_dpop_scheme_without_a_proof_gets_401_invalid_header(provider, api):
 
 def test_plain_bearer_token_from_the_provider_gets_200_while_dpop_is_allowed(provider, api):
     issued = proofs(provider, api.port, bearer=True)
-    assert issued["token_type"] == "Bearer"
-    assert "cnf" not in jwt.decode(issued["access_token"], options={"verify_signature": False})
-    response = api.get(token=issued["access_token"])
+    assert issued.token_type == "Bearer"
+    assert "cnf" not in issued.claims
+    response = bearer_get(api, issued)
     assert response.status == 200
     assert response.text == AUTHENTICATED
 
 
 def test_plain_bearer_token_gets_401_with_a_dpop_challenge_when_dpop_is_required(provider, strict_api):
-    issued = proofs(provider, strict_api.port, bearer=True)
-    response = strict_api.get(token=issued["access_token"])
+    response = bearer_get(strict_api, proofs(provider, strict_api.port, bearer=True))
     assert response.status == 401
     assert response.headers["Content-Type"] == "application/json"
     assert response.headers["WWW-Authenticate"].startswith("DPoP")
     # A DPoP-bound token from the same provider passes, so the refusal is for the missing binding.
-    result = call(provider, strict_api)
-    assert result["response"]["status"] == 200
-    assert result["response"]["body"] == AUTHENTICATED
+    issued = call(provider, strict_api)
+    assert issued.response["status"] == 200
+    assert issued.response["body"] == AUTHENTICATED
 
 
 def test_metadata_advertises_dpop_and_does_not_require_it_by_default(provider, api):
@@ -283,7 +328,7 @@ def test_metadata_advertises_dpop_and_does_not_require_it_by_default(provider, a
     assert response.status == 200
     document = response.json()
     assert document["resource"] == resource(api.port)
-    assert document["authorization_servers"] == [provider["issuer"]]
+    assert document["authorization_servers"] == [provider.issuer]
     assert isinstance(document["dpop_signing_alg_values_supported"], list)
     assert "ES256" in document["dpop_signing_alg_values_supported"]  # the alg of the client's proofs
     assert document["dpop_bound_access_tokens_required"] is False
