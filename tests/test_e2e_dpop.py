@@ -195,9 +195,9 @@ def client(provider: Provider, mode: str, port: int, *arguments: str) -> Issued:
     )
 
 
-def call(provider: Provider, server: Server) -> Issued:
+def call(provider: Provider, server: Server, dpop_alg: str = "ES256") -> Issued:
     """The real client's own DPoP request to GET /secured/ping on `server`: its token, proof and the response."""
-    return client(provider, "call", server.port, "--url", f"{resource(server.port)}{PATH}")
+    return client(provider, "call", server.port, "--url", f"{resource(server.port)}{PATH}", "--dpop-alg", dpop_alg)
 
 
 def proofs(provider: Provider, port: int, *targets: str, foreign: tuple[str, ...] = (), bearer: bool = False) -> Issued:
@@ -247,8 +247,10 @@ def test_provider_issues_a_jwt_access_token_bound_to_the_clients_dpop_key(provid
     assert issued.claims["iss"] == provider.issuer
 
 
-def test_dpop_request_from_the_real_client_gets_200(provider, api):
-    issued = call(provider, api)
+# The algorithms of the dpop library's keys that the service allows by default (DPOP_ALGORITHMS).
+@pytest.mark.parametrize("dpop_alg", ["ES256", "PS256", "RS256"])
+def test_dpop_request_from_the_real_client_gets_200(provider, api, dpop_alg):
+    issued = call(provider, api, dpop_alg)
     assert issued.token_type == "DPoP"
     assert issued.response["status"] == 200
     assert issued.response["body"] == AUTHENTICATED

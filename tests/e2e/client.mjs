@@ -3,9 +3,10 @@
 //   E2E_CLIENT_SECRET=... node client.mjs call   --issuer I --client-id C --resource R --url U
 //   E2E_CLIENT_SECRET=... node client.mjs proofs --issuer I --client-id C --resource R
 //                                               [--bearer] [--proof 'GET U']... [--foreign-proof 'GET U']...
+//   (either takes --dpop-alg ES256|PS256|RS256|Ed25519, the DPoP key's algorithm; ES256 unless given)
 //
 // Both find the token endpoint by OpenID discovery and get an access token for the resource R with the client
-// credentials grant, bound to a fresh ES256 key by a DPoP proof (RFC 9449 section 5), or a plain bearer token
+// credentials grant, bound to a fresh key by a DPoP proof (RFC 9449 section 5), or a plain bearer token
 // with --bearer. `call` then sends GET U with `Authorization: DPoP <token>` and a fresh proof, as a client of the
 // API would. `proofs` sends nothing to the API: it prints proofs for the given "METHOD URL"s (with `ath` of the
 // token) for the caller to send itself; --foreign-proof signs with another key than the one the token is bound to.
@@ -22,6 +23,7 @@ const { positionals: [mode], values: options } = parseArgs({
     scope: { type: 'string', default: 'read:messages' },
     url: { type: 'string' },
     bearer: { type: 'boolean', default: false },
+    'dpop-alg': { type: 'string', default: 'ES256' },
     proof: { type: 'string', multiple: true, default: [] },
     'foreign-proof': { type: 'string', multiple: true, default: [] },
   },
@@ -94,7 +96,7 @@ async function proofsFor(keyPair, targets, accessToken) {
 
 async function main() {
   const { token_endpoint: tokenEndpoint } = await discover(options.issuer);
-  const keyPair = options.bearer ? undefined : await generateKeyPair('ES256');
+  const keyPair = options.bearer ? undefined : await generateKeyPair(options['dpop-alg']);
   const token = await requestToken(tokenEndpoint, keyPair);
   const result = {
     access_token: token.access_token,
@@ -118,9 +120,10 @@ async function main() {
     };
   } else {
     // A proof needs a key: with --bearer the plain token still gets proofs, from a key it is not bound to.
-    const proofKey = keyPair ?? (await generateKeyPair('ES256'));
+    const proofKey = keyPair ?? (await generateKeyPair(options['dpop-alg']));
+    const foreignKey = await generateKeyPair(options['dpop-alg']);
     result.proofs = await proofsFor(proofKey, options.proof, token.access_token);
-    result.foreign_proofs = await proofsFor(await generateKeyPair('ES256'), options['foreign-proof'], token.access_token);
+    result.foreign_proofs = await proofsFor(foreignKey, options['foreign-proof'], token.access_token);
   }
   console.log(JSON.stringify(result));
 }

@@ -65,6 +65,8 @@ const provider = new Provider(issuer, {
   clientDefaults: { id_token_signed_response_alg: options.alg },
   // Set, so oidc-provider does not print a notice about its default on stdout, where the ready line goes.
   ttl: { ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 300 },
+  // Every alg the dpop library makes proofs with (oidc-provider's default has only ES256, Ed25519 and EdDSA).
+  enabledJWA: { dPoPSigningAlgValues: ['ES256', 'PS256', 'RS256', 'Ed25519', 'EdDSA'] },
   features: {
     clientCredentials: { enabled: true },
     devInteractions: { enabled: false },
