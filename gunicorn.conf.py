@@ -53,6 +53,10 @@ control_socket_disable = True
 # Metrics (METRICS=1): every worker writes its counts to files in one directory, and a scrape of any worker sums
 # them (prometheus_client's multiprocess mode; see service/ops/metrics.py).
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# DPoP: every worker records the proofs it accepted in one SQLite file here, so a proof replayed to another worker
+# of this master is refused too (service/auth/replay.py). An operator's own DPOP_REPLAY_DIR is used as it is.
+REPLAY_DIR = "DPOP_REPLAY_DIR"
+_made_replay_dir = None
 
 
 def on_starting(server):
@@ -60,6 +64,9 @@ def on_starting(server):
     # in the master before any fork; a fresh directory per master, so no counts carry over from an earlier run.
     if settings.metrics:
         os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="jwt-api-metrics-")
+    global _made_replay_dir
+    if settings.dpop != "off" and not settings.dpop_replay_dir:
+        os.environ[REPLAY_DIR] = _made_replay_dir = tempfile.mkdtemp(prefix="jwt-api-dpop-")
 
 
 def child_exit(server, worker):
@@ -75,3 +82,5 @@ def on_exit(server):
     # The counts belong to this master's workers only, and nothing reads them once gunicorn has stopped.
     if settings.metrics and os.environ.get(METRICS_DIR):  # only the directory on_starting made
         shutil.rmtree(os.environ[METRICS_DIR], ignore_errors=True)
+    if _made_replay_dir:  # the proofs' window has no meaning for the next master
+        shutil.rmtree(_made_replay_dir, ignore_errors=True)

@@ -14,7 +14,9 @@ import falcon
 
 from service import resources
 from service.auth.cors import CorsMiddleware
+from service.auth.dpop import Dpop, ProofVerifier
 from service.auth.middleware import AuthMiddleware, declared_scopes
+from service.auth.replay import MemoryReplayStore, ReplayStore, SqliteReplayStore
 from service.errors import serialize_error
 from service.keys.jwks import retry_after
 from service.keys.keyset import KeySource
@@ -25,8 +27,10 @@ from service.ops.request_id import RequestIdMiddleware
 from service.settings import Settings
 from service.tokens.cache import CachingVerifier
 from service.tokens.verifier import TokenVerifier
+from service.urls import ApiUrls
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
+REPLAY_FILE = "dpop-replay.sqlite3"
 
 
 def create_app(
@@ -35,11 +39,14 @@ def create_app(
     keys: KeySource | None = None,
     clock: Callable[[], float] = time.time,
     metrics: Metrics | None = None,
+    replay_store: ReplayStore | None = None,
 ) -> falcon.App:
     """The WSGI app. `keys` defaults to the key source the settings name; `clock` gives seconds since the epoch.
 
     `metrics` defaults to a fresh `Metrics` when `settings.metrics` is on; with it off nothing is recorded and
-    there is no /metrics. `keys` passed in record their own fetches (RemoteKeySet's `on_fetch`).
+    there is no /metrics. `keys` passed in record their own fetches (RemoteKeySet's `on_fetch`). `replay_store`
+    (DPoP proofs already used) defaults to the file in `settings.dpop_replay_dir`, shared by every worker of
+    one gunicorn master, or to this process's memory outside gunicorn.
     """
     if not settings.metrics:
         metrics = None
@@ -58,6 +65,7 @@ def create_app(
         issuer=settings.issuer,
         leeway=settings.leeway,
         max_token_age=settings.max_token_age,
+        require_at_jwt=settings.require_at_jwt,
         clock=clock,
     )
     if settings.cache_size:
@@ -70,10 +78,12 @@ def create_app(
             on_hit=on_hit,
             on_miss=on_miss,
         )
+    urls = ApiUrls(settings.public_url, METADATA_PATH)
+    dpop = _dpop(settings, clock, replay_store)
     middleware = [
         RequestIdMiddleware(),
         CorsMiddleware(settings.cors_allow_origins),
-        AuthMiddleware(verifier, settings.realm, METADATA_PATH, on_outcome=on_outcome),
+        AuthMiddleware(verifier, settings.realm, urls, dpop=dpop, on_outcome=on_outcome),
     ]
     if metrics is not None:
         middleware.insert(0, RequestMetrics(metrics))  # first: it times the others and sees the final status
@@ -87,13 +97,37 @@ def create_app(
     for path, resource in api.items():
         app.add_route(path, resource)
     scopes = {scope for resource in api.values() for scope in declared_scopes(resource)}
-    app.add_route(METADATA_PATH, resources.ProtectedResourceMetadata(settings.audiences[0], settings.issuer, scopes))
+    metadata = resources.ProtectedResourceMetadata(
+        urls,
+        settings.issuer,
+        scopes,
+        dpop_algorithms=dpop.proofs.algorithms if dpop is not None else (),
+        dpop_required=dpop is not None and dpop.required,
+    )
+    app.add_route(METADATA_PATH, metadata)
+    if urls.prefix_path:  # RFC 9728 section 3.1: a resource with a path has its metadata under that path
+        app.add_route(METADATA_PATH + urls.prefix_path, metadata)
     app.add_route("/healthz", resources.Health())
     app.add_route("/readyz", resources.Readiness(keys, retry_after=retry_after(settings.jwks_refresh_cooldown)))
     if metrics is not None:
         app.add_route("/metrics", resources.MetricsText(metrics))
     keys.start()
     return app
+
+
+def _dpop(settings: Settings, clock: Callable[[], float], replay_store: ReplayStore | None) -> Dpop | None:
+    """DPoP as the settings say (None with DPOP=off), with the replay store they name unless one is given."""
+    if settings.dpop == "off":
+        return None
+    if replay_store is None:
+        if settings.dpop_replay_dir is not None:
+            replay_store = SqliteReplayStore(os.path.join(settings.dpop_replay_dir, REPLAY_FILE), clock=clock)
+        else:
+            replay_store = MemoryReplayStore()
+    proofs = ProofVerifier(
+        settings.dpop_algorithms, max_age=settings.dpop_proof_max_age, leeway=settings.dpop_proof_leeway, clock=clock
+    )
+    return Dpop(proofs, replay_store, required=settings.dpop == "required")
 
 
 def _ignore(*args: object) -> None:

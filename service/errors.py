@@ -21,6 +21,9 @@ class ApiError(falcon.HTTPError):
         self.api_code = code
 
 
+BEARER, DPOP = "bearer", "dpop"  # the authorization schemes, as AuthMiddleware names them
+
+
 class AuthError(Exception):
     """A request failed authentication or authorization. Subclasses fix status, code and description."""
 
@@ -35,26 +38,51 @@ class AuthError(Exception):
             self.description = description
         super().__init__(self.description)
 
-    def challenge(self, realm: str, resource_metadata: str | None = None) -> str:
-        """The `WWW-Authenticate` value for this error (RFC 6750; `resource_metadata` from RFC 9728)."""
-        params = [f'realm="{realm}"']
-        if self.challenge_error:
-            params.append(f'error="{self.challenge_error}"')
-        params.extend(self._extra_params())
-        if resource_metadata:
-            params.append(f'resource_metadata="{resource_metadata}"')
-        return "Bearer " + ", ".join(params)
+    def challenge_params(self) -> list[str]:
+        """This failure's parameters for the challenge of the scheme the request used."""
+        params = [f'error="{self.challenge_error}"'] if self.challenge_error else []
+        return params + self._extra_params()
 
     def _extra_params(self) -> list[str]:
         return []
 
-    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
-        """Response headers for this failure: its challenge."""
-        return {"WWW-Authenticate": self.challenge(realm, resource_metadata)}
+    def headers(self, challenges: Challenges, scheme: str | None, resource_metadata: str | None) -> dict[str, str]:
+        """Response headers for this failure: the challenges, this failure's on the scheme the request used."""
+        return {"WWW-Authenticate": challenges.header(self, scheme, resource_metadata)}
 
-    def to_http(self, realm: str, resource_metadata: str | None = None) -> ApiError:
+    def to_http(
+        self, challenges: Challenges, scheme: str | None = None, resource_metadata: str | None = None
+    ) -> ApiError:
         """The HTTP error Falcon sends for this failure."""
-        return ApiError(self.status, self.code, self.description, self.headers(realm, resource_metadata))
+        return ApiError(self.status, self.code, self.description, self.headers(challenges, scheme, resource_metadata))
+
+
+class Challenges:
+    """The `WWW-Authenticate` challenges the API answers with: Bearer (RFC 6750), DPoP (RFC 9449), or both.
+
+    A failure's error goes on the challenge of the scheme the request used (Bearer when it used neither and
+    Bearer is offered); `resource_metadata` (RFC 9728) on the first challenge.
+    """
+
+    def __init__(self, realm: str, *, bearer: bool = True, dpop_algorithms: tuple[str, ...] = ()):
+        self.bearer = bearer
+        self.dpop = bool(dpop_algorithms)
+        self._realm = f'realm="{realm}"'
+        self._algs = f'algs="{" ".join(dpop_algorithms)}"'
+
+    def header(self, error: AuthError, scheme: str | None, resource_metadata: str | None) -> str:
+        """The header value for `error` on a request that used `scheme` (BEARER, DPOP or None)."""
+        metadata = [f'resource_metadata="{resource_metadata}"'] if resource_metadata else []
+        error_on_dpop = self.dpop and (scheme == DPOP or not self.bearer)
+        challenges = []
+        if self.bearer:
+            params = [self._realm, *([] if error_on_dpop else error.challenge_params()), *metadata]
+            challenges.append("Bearer " + ", ".join(params))
+            metadata = []
+        if self.dpop:
+            params = [*(error.challenge_params() if error_on_dpop else []), self._algs, *metadata]
+            challenges.append("DPoP " + ", ".join(params))
+        return ", ".join(challenges)
 
 
 class AuthorizationHeaderMissing(AuthError):
@@ -67,6 +95,13 @@ class InvalidHeader(AuthError):
     code = "invalid_header"
     description = "Authorization header must start with Bearer"
     challenge_error = "invalid_request"
+
+
+# Fixed descriptions of InvalidHeader for the DPoP scheme's own header faults (RFC 9449 section 7.1).
+MUST_START_WITH_DPOP = "Authorization header must start with DPoP"
+DPOP_HEADER_MISSING = "DPoP authorization needs a DPoP proof header"
+DPOP_HEADER_NOT_ONE = "a request carries exactly one DPoP proof header"
+DPOP_HEADER_WITH_BEARER = "a DPoP proof header needs the DPoP authorization scheme"
 
 
 class InvalidToken(AuthError):
@@ -131,8 +166,23 @@ class JwksUnavailable(AuthError):
         super().__init__()
         self.retry_after = retry_after
 
-    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
+    def headers(self, challenges: Challenges, scheme: str | None, resource_metadata: str | None) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class ReplayStoreUnavailable(JwksUnavailable):
+    """The DPoP replay store did not answer: the proof cannot be checked for reuse, so it is not accepted."""
+
+    code = "replay_store_unavailable"
+    description = "the DPoP replay check is not available now; retry later"
+
+
+class InvalidDpopProof(AuthError):
+    """The DPoP proof is missing a part, malformed, for another request, stale, or used before."""
+
+    code = "invalid_dpop_proof"
+    description = "DPoP proof is not valid"
+    challenge_error = "invalid_dpop_proof"
 
 
 # Fixed bodies for errors Falcon raises itself; keyed by status code. Descriptions never echo the request.

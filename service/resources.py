@@ -11,6 +11,7 @@ from service.auth.middleware import Requires
 from service.errors import ApiError
 from service.keys.keyset import KeySource
 from service.ops.metrics import CONTENT_TYPE, Metrics
+from service.urls import ApiUrls
 
 PUBLIC_PING = "All good. You don't need to be authenticated to call this"
 SECURED_PING = "All good. You only get this message if you're authenticated"
@@ -72,20 +73,45 @@ class Readiness:
 
 
 class ProtectedResourceMetadata:
-    """RFC 9728 metadata: how an OAuth client gets a token this API accepts. Built once, served as is."""
+    """RFC 9728 metadata: how an OAuth client gets a token this API accepts.
 
-    def __init__(self, resource: str, authorization_server: str | None, scopes: set[str]):
-        document = {"resource": resource}
+    `resource` is the URL the client reached the API at (PUBLIC_URL, else the request's scheme and host), as
+    RFC 9728 section 3.3 requires; everything else is fixed at start. A request whose Host is not a plain
+    host[:port] gets 400, since the document would repeat it.
+    """
+
+    def __init__(
+        self,
+        urls: ApiUrls,
+        authorization_server: str | None,
+        scopes: set[str],
+        *,
+        dpop_algorithms: tuple[str, ...] = (),
+        dpop_required: bool = False,
+    ):
+        self._urls = urls
+        document: dict[str, object] = {}
         if authorization_server:
             document["authorization_servers"] = [authorization_server]
         document["scopes_supported"] = sorted(scopes)
         document["bearer_methods_supported"] = ["header"]
-        self._body = json.dumps(document).encode()
+        if dpop_algorithms:
+            document["dpop_signing_alg_values_supported"] = list(dpop_algorithms)
+            document["dpop_bound_access_tokens_required"] = dpop_required
+        self._rest = json.dumps(document)[1:]  # the members after "resource", which comes first
+        self._cached: tuple[str, bytes] | None = None
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resource = self._urls.resource(req)
+        if resource is None:
+            raise falcon.HTTPBadRequest()
+        cached = self._cached
+        if cached is None or cached[0] != resource:
+            cached = self._cached = (resource, (f'{{"resource": {json.dumps(resource)}, ' + self._rest).encode())
         resp.content_type = falcon.MEDIA_JSON
         resp.cache_control = ["public", "max-age=3600"]
-        resp.data = self._body
+        resp.vary = ["Host"]
+        resp.data = cached[1]
 
 
 class MetricsText:

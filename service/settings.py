@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from service import algorithms
+from service import algorithms, urls
 from service.keys import fetch
 
 DEFAULT_LEEWAY = 5.0
@@ -24,6 +24,9 @@ DEFAULT_CACHE_SIZE = 10_000
 DEFAULT_CACHE_TTL = 300.0
 DEFAULT_PORT = 8000
 DEFAULT_REALM = "api"
+DPOP_MODES = ("allowed", "required", "off")
+DEFAULT_DPOP_PROOF_MAX_AGE = 300.0
+DEFAULT_DPOP_PROOF_LEEWAY = 30.0
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
@@ -71,6 +74,17 @@ class Settings:
     # it and sets PROMETHEUS_MULTIPROC_DIR. None outside gunicorn: each process serves its own metrics.
     metrics_dir: str | None = None
     realm: str = DEFAULT_REALM
+    # RFC 9068 section 4: with require_at_jwt, an access token's `typ` must be at+jwt.
+    require_at_jwt: bool = False
+    # The API's public URL (normalised, no trailing slash): DPoP's htu and RFC 9728's resource come from it.
+    public_url: str | None = None
+    dpop: str = "allowed"
+    dpop_algorithms: tuple[str, ...] = algorithms.DEFAULT_DPOP_ALGORITHMS
+    dpop_proof_max_age: float = DEFAULT_DPOP_PROOF_MAX_AGE
+    dpop_proof_leeway: float = DEFAULT_DPOP_PROOF_LEEWAY
+    # Where every gunicorn worker records accepted DPoP proofs (gunicorn.conf.py creates it and sets
+    # DPOP_REPLAY_DIR). None outside gunicorn: the process keeps its own record.
+    dpop_replay_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check_key_source(self)
@@ -95,6 +109,12 @@ class Settings:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError("LOG_FORMAT must be json or text.")
+        _check_dpop(self)
+        if self.public_url is not None and not _is_public_url(self.public_url):
+            raise ConfigError(
+                "PUBLIC_URL must be the API's absolute http(s) URL, such as https://api.example.com "
+                "(optionally with a path prefix; no query, fragment or user name)."
+            )
 
     @property
     def key_source(self) -> str:
@@ -144,6 +164,13 @@ class Settings:
             access_log=_flag(env, "ACCESS_LOG", True),
             metrics=_flag(env, "METRICS", True),
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR"),
+            require_at_jwt=_flag(env, "JWT_REQUIRE_AT_JWT", False),
+            public_url=_public_url(env.get("PUBLIC_URL")),
+            dpop=env.get("DPOP", "allowed").lower(),
+            dpop_algorithms=_csv(env.get("DPOP_ALGORITHMS", ",".join(algorithms.DEFAULT_DPOP_ALGORITHMS))),
+            dpop_proof_max_age=_number(env, "DPOP_PROOF_MAX_AGE", DEFAULT_DPOP_PROOF_MAX_AGE),
+            dpop_proof_leeway=_number(env, "DPOP_PROOF_LEEWAY", DEFAULT_DPOP_PROOF_LEEWAY),
+            dpop_replay_dir=env.get("DPOP_REPLAY_DIR"),
         )
 
 
@@ -201,6 +228,31 @@ def _check_key_source(settings: Settings) -> None:
         needed = max(algorithms.HMAC_MIN_SECRET_BYTES[name] for name in hmac)
         if len(settings.secret) < needed:
             raise ConfigError(f"JWT_SECRET is too short: {', '.join(hmac)} needs at least {needed} bytes.")
+
+
+def _check_dpop(settings: Settings) -> None:
+    if settings.dpop not in DPOP_MODES:
+        raise ConfigError(f"DPOP must be one of {', '.join(DPOP_MODES)}.")
+    if not settings.dpop_algorithms:
+        raise ConfigError("DPOP_ALGORITHMS must name at least one algorithm.")
+    for name in settings.dpop_algorithms:
+        if name not in algorithms.ASYMMETRIC_KEY_TYPES:
+            raise ConfigError(
+                f"DPOP_ALGORITHMS has {name!r}, which cannot sign a DPoP proof; choose from "
+                f"{', '.join(sorted(algorithms.ASYMMETRIC_KEY_TYPES))} (never none or an HMAC algorithm)."
+            )
+    _check_seconds("DPOP_PROOF_MAX_AGE", settings.dpop_proof_max_age)
+    _check_seconds("DPOP_PROOF_LEEWAY", settings.dpop_proof_leeway, allow_zero=True)
+
+
+def _public_url(value: str | None) -> str | None:
+    """PUBLIC_URL normalised (service.urls.normalize), without a trailing slash; kept as is when invalid."""
+    normalized = urls.normalize(value) if value is not None and "?" not in value and "#" not in value else None
+    return normalized.rstrip("/") if normalized else value
+
+
+def _is_public_url(url: str) -> bool:
+    return urls.normalize(url + "/") == url + "/"
 
 
 def _check_fetch_url(name: str, url: str) -> None:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 from datetime import UTC, datetime
 
@@ -137,3 +138,57 @@ def self_signed_certificate(private_key, common_name: str = "issuer.example.com"
         .sign(private_key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.DER)
+
+
+# --- DPoP (RFC 9449) ------------------------------------------------------------------------------------------
+
+DPOP_KEY = ec.generate_private_key(ec.SECP256R1())  # the client's proof key
+OTHER_DPOP_KEY = ec.generate_private_key(ec.SECP256R1())
+DPOP_URL = "http://falconframework.org/secured/ping"  # falcon.testing's default host, as the service sees it
+
+
+def jwk_thumbprint(private_key) -> str:
+    """RFC 7638 SHA-256 thumbprint of the public key, computed here independently of the service."""
+    jwk = public_jwk(private_key, "x")
+    members = ("crv", "kty", "x", "y") if jwk["kty"] == "EC" else ("e", "kty", "n")
+    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def ath(token: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+
+
+def bound_token(algorithm: str = "HS256", *, dpop_key=DPOP_KEY, **overrides) -> str:
+    """An access token bound to `dpop_key` (cnf.jkt), valid at the fake clock's NOW unless `now` says otherwise."""
+    return make_token(algorithm, cnf={"jkt": jwk_thumbprint(dpop_key)}, **overrides)
+
+
+def make_proof(
+    token: str | None,
+    *,
+    key=DPOP_KEY,
+    method: str = "GET",
+    url: str = DPOP_URL,
+    now: float = NOW,
+    algorithm: str | None = None,
+    headers: dict | None = None,
+    jwk: dict | None = None,
+    **overrides,
+) -> str:
+    """A DPoP proof for `method` `url` and `token` signed with `key`; an override of None removes the claim."""
+    algorithm = algorithm or ("ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "PS256")
+    public = jwk if jwk is not None else {k: v for k, v in public_jwk(key, "x").items() if k != "kid"}
+    header = {"typ": "dpop+jwt", "jwk": public, **(headers or {})}
+    payload = {"htm": method, "htu": url, "iat": int(now), "jti": base64.urlsafe_b64encode(os.urandom(12)).decode()}
+    if token is not None:
+        payload["ath"] = ath(token)
+    payload.update(overrides)
+    payload = {name: value for name, value in payload.items() if value is not None}
+    header = {name: value for name, value in header.items() if value is not None}
+    return jwt.encode(payload, key, algorithm=algorithm, headers=header)
+
+
+def dpop_headers(token: str, proof: str | None = None, **proof_overrides) -> dict[str, str]:
+    """`Authorization: DPoP <token>` and a fresh proof for it (or `proof`)."""
+    return {"Authorization": f"DPoP {token}", "DPoP": proof or make_proof(token, **proof_overrides)}

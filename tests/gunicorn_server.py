@@ -34,6 +34,7 @@ BOOT_TIMEOUT = 5.0  # seconds for every worker to be forked once /healthz answer
 REALM = 'Bearer realm="api"'
 INVALID_TOKEN = f'{REALM}, error="invalid_token"'
 CONFIG_ERROR = "service: configuration error:"
+DPOP_CHALLENGE = 'DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'  # after the Bearer one, with DPoP allowed (the default)
 
 
 @dataclass(frozen=True)
@@ -210,4 +211,4 @@ def assert_error(response: Response, status: int, code: str, challenge: str, ser
     assert response.status == status
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["code"] == code
-    assert response.headers["WWW-Authenticate"] == f"{challenge}, {metadata}"
+    assert response.headers["WWW-Authenticate"] == f"{challenge}, {metadata}, {DPOP_CHALLENGE}"

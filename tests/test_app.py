@@ -13,7 +13,11 @@ REALM = 'Bearer realm="api"'
 INVALID_TOKEN = f'{REALM}, error="invalid_token"'
 INVALID_REQUEST = f'{REALM}, error="invalid_request"'
 # Every challenge ends with the RFC 9728 metadata URL, built from the request's host (falcon.testing's default).
-METADATA = ', resource_metadata="http://falconframework.org/.well-known/oauth-protected-resource"'
+# With DPoP allowed (the default), the DPoP challenge follows the Bearer one.
+METADATA = (
+    ', resource_metadata="http://falconframework.org/.well-known/oauth-protected-resource"'
+    ', DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
+)
 
 
 def get(client, path="/secured/ping", token=None, headers=None):

@@ -47,7 +47,11 @@ from tests.factories import (
 from tests.jwks_server import JwksServer
 
 REALM = 'Bearer realm="api"'
-METADATA = ', resource_metadata="http://falconframework.org/.well-known/oauth-protected-resource"'
+# The metadata URL ends the Bearer challenge; the DPoP challenge follows it (DPoP is allowed by default).
+METADATA = (
+    ', resource_metadata="http://falconframework.org/.well-known/oauth-protected-resource"'
+    ', DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
+)
 CHALLENGES = {
     "authorization_header_missing": REALM + METADATA,
     "invalid_header": f'{REALM}, error="invalid_request"{METADATA}',

@@ -112,7 +112,7 @@ def test_responder_declaration_wins_over_resource_declaration(client):
 
 def test_each_authentication_reports_ok_or_the_error_code_once(verifier):
     outcomes = []
-    app = falcon.App(middleware=[AuthMiddleware(verifier, realm="test", on_outcome=outcomes.append)])
+    app = falcon.App(middleware=[AuthMiddleware(verifier, realm="test", on_outcome=lambda *o: outcomes.append(o))])
     app.add_route("/public", Public())
     app.add_route("/override", OverridesResource())
     client = falcon.testing.TestClient(app)
@@ -121,7 +121,12 @@ def test_each_authentication_reports_ok_or_the_error_code_once(verifier):
     call(client, "GET", "/override", token="bad")
     call(client, "GET", "/override", headers={"Authorization": "Basic abc"})
     call(client, "DELETE", "/override", token="good")
-    assert outcomes == ["ok", "token_expired", "invalid_header", "insufficient_scope"]
+    assert outcomes == [
+        ("ok", "bearer"),
+        ("token_expired", "bearer"),
+        ("invalid_header", "none"),
+        ("insufficient_scope", "bearer"),
+    ]
 
 
 def test_cors_preflight_is_not_authenticated(client, verifier):

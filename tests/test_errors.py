@@ -28,10 +28,52 @@ AUTH_ERRORS = [
 
 @pytest.mark.parametrize(("error", "status", "code", "challenge"), AUTH_ERRORS)
 def test_each_auth_error_carries_status_code_and_challenge(error, status, code, challenge):
-    http = error.to_http("r")
+    http = error.to_http(errors.Challenges("r"))
     assert http.status_code == status
     assert http.headers == {"WWW-Authenticate": challenge}
     assert errors.error_body(http) == {"code": code, "description": error.description}
+
+
+DPOP = 'DPoP algs="ES256 EdDSA"'
+
+
+def test_with_both_schemes_the_error_goes_on_the_bearer_challenge_for_a_bearer_request():
+    challenges = errors.Challenges("r", dpop_algorithms=("ES256", "EdDSA"))
+    http = errors.TokenExpired().to_http(challenges, errors.BEARER, "https://a.example/m")
+    assert http.headers["WWW-Authenticate"] == (
+        f'Bearer realm="r", error="invalid_token", resource_metadata="https://a.example/m", {DPOP}'
+    )
+
+
+def test_with_both_schemes_the_error_goes_on_the_dpop_challenge_for_a_dpop_request():
+    challenges = errors.Challenges("r", dpop_algorithms=("ES256", "EdDSA"))
+    http = errors.InvalidDpopProof().to_http(challenges, errors.DPOP, "https://a.example/m")
+    assert http.status_code == 401
+    assert http.headers["WWW-Authenticate"] == (
+        'Bearer realm="r", resource_metadata="https://a.example/m", DPoP error="invalid_dpop_proof", algs="ES256 EdDSA"'
+    )
+    assert errors.error_body(http) == {"code": "invalid_dpop_proof", "description": "DPoP proof is not valid"}
+
+
+def test_dpop_only_sends_the_dpop_challenge_with_the_error_and_metadata_whatever_the_scheme():
+    challenges = errors.Challenges("r", bearer=False, dpop_algorithms=("ES256",))
+    for scheme in (errors.BEARER, errors.DPOP, None):
+        http = errors.InvalidHeader().to_http(challenges, scheme, "https://a.example/m")
+        expected = 'DPoP error="invalid_request", algs="ES256", resource_metadata="https://a.example/m"'
+        assert http.headers["WWW-Authenticate"] == expected
+
+
+def test_a_request_without_credentials_gets_both_challenges_without_an_error():
+    challenges = errors.Challenges("r", dpop_algorithms=("ES256",))
+    http = errors.AuthorizationHeaderMissing().to_http(challenges, None, None)
+    assert http.headers["WWW-Authenticate"] == 'Bearer realm="r", DPoP algs="ES256"'
+
+
+def test_replay_store_unavailable_is_a_503_with_retry_after_and_no_challenge():
+    http = errors.ReplayStoreUnavailable(1).to_http(errors.Challenges("r", dpop_algorithms=("ES256",)), errors.DPOP)
+    assert http.status_code == 503
+    assert http.headers == {"Retry-After": "1"}
+    assert errors.error_body(http)["code"] == "replay_store_unavailable"
 
 
 def test_a_description_can_be_narrowed_but_the_class_default_stays():

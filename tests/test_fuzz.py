@@ -55,6 +55,7 @@ DESCRIPTIONS = {
         "Authorization header must start with Bearer",
         "Token not found",
         "Authorization header must be Bearer + \\s + token",
+        "DPoP authorization needs a DPoP proof header",  # the DPoP scheme without a proof
     },
     "invalid_token": {
         "token is malformed",
@@ -67,6 +68,7 @@ DESCRIPTIONS = {
         "token has an invalid exp claim",
         "token has an invalid nbf claim",
         "token has an invalid iat claim",
+        "token type (typ) is not an access token",
     },
     "token_invalid_signature": {"token signature is invalid"},
     "token_expired": {"token is expired"},
@@ -75,7 +77,11 @@ DESCRIPTIONS = {
     "invalid_issuer": {"incorrect issuer"},
 }
 CHALLENGE_ERRORS = {"authorization_header_missing": "", "invalid_header": ', error="invalid_request"'}
-METADATA = ', resource_metadata="http://falconframework.org/.well-known/oauth-protected-resource"'
+# The metadata URL ends the Bearer challenge; the DPoP challenge follows it (DPoP is allowed by default).
+METADATA_URL = ', resource_metadata="http://falconframework.org/.well-known/oauth-protected-resource"'
+DPOP_ALGS = 'algs="ES256 ES384 PS256 RS256 EdDSA"'
+METADATA = f"{METADATA_URL}, DPoP {DPOP_ALGS}"
+DPOP_CREDENTIALS = re.compile(r"(?i:dpop) +[A-Za-z0-9._~+/-]+=* *")
 
 
 def header(algorithm: str, **members) -> dict:
@@ -110,7 +116,11 @@ def assert_documented_401(result: falcon.testing.Result, sent: str) -> None:
     assert set(body) == {"code", "description"}
     assert body["description"] in DESCRIPTIONS[body["code"]]
     error = CHALLENGE_ERRORS.get(body["code"], ', error="invalid_token"')
-    assert result.headers["www-authenticate"] == f'Bearer realm="api"{error}{METADATA}'
+    if DPOP_CREDENTIALS.fullmatch(sent):  # a well-formed DPoP header: the error goes on the DPoP challenge
+        expected = f'Bearer realm="api"{METADATA_URL}, DPoP{error[1:]}, {DPOP_ALGS}'
+    else:
+        expected = f'Bearer realm="api"{error}{METADATA}'
+    assert result.headers["www-authenticate"] == expected
     documented = f"{result.text}{result.headers['www-authenticate']}"  # fixed texts, checked above
     if len(sent) >= 8 and sent not in documented:  # a part of a fixed text ("invalid_") is no echo
         assert sent not in result.text
@@ -124,7 +134,9 @@ def unsegment(text: str) -> bytes:
 ALGORITHM_NAMES = st.sampled_from(sorted(CLIENTS))
 # What an HTTP header value can carry here: visible ASCII, space and tab.
 HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.just("\t"), max_size=120)
-SCHEMES = st.sampled_from(["Bearer ", "bearer ", "BEARER ", "Bearer", "Bearer\t", "Bearer  ", "Basic ", " Bearer ", ""])
+SCHEMES = st.sampled_from(
+    ["Bearer ", "bearer ", "BEARER ", "Bearer", "Bearer\t", "Bearer  ", "Basic ", " Bearer ", "", "DPoP ", "dpop\t"]
+)
 SEGMENT_TEXT = st.text(
     st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") | st.sampled_from("=+/.% "),
     max_size=80,
@@ -179,8 +191,10 @@ def outcome(parse, header: str) -> tuple[str, str]:
 @example("bearer   t==  ")
 @example("Bearer t\t")
 @example("Bearer\tt")
+@example("DPoP t")
+@example("dpop\tt")
 def test_the_one_match_fast_path_agrees_with_the_step_by_step_checks(header):
-    assert outcome(auth.bearer_token, header) == outcome(auth._parse_step_by_step, header)
+    assert outcome(auth.credentials, header) == outcome(auth._parse_step_by_step, header)
 
 
 # --- (b) one segment of a valid token replaced or mutated ---------------------------------------------------
@@ -221,7 +235,10 @@ def test_a_token_with_any_segment_replaced_or_mutated_gets_a_documented_401(case
 
 HEADER_MEMBERS = ["alg", "kid", "crit", "b64", "typ", "cty", "jku", "x5u", "jwk", "x5c", "zip", "enc", "nonce"]
 INTERESTING_HEADER_VALUES = st.sampled_from(
-    ["HS256", "RS256", "ES256", "none", "hs256", "HS256 ", "rsa-1", "ec-1", "k" * 256, "k" * 257, "", [], False]
+    [
+        *["HS256", "RS256", "ES256", "none", "hs256", "HS256 ", "rsa-1", "ec-1", "k" * 256, "k" * 257, "", [], False],
+        *["at+jwt", "AT+JWT", "application/at+jwt", "dpop+jwt", "JWT ", "id_token+jwt"],
+    ]
 )
 
 
@@ -239,11 +256,15 @@ def header_variations(draw) -> tuple[str, str, object]:
 
 
 def header_is_acceptable(algorithm: str, head: dict) -> bool:
-    """The header rules: exact allowed alg, no crit or b64, a string kid of at most 256 chars naming a key.
+    """The header rules: exact allowed alg, no crit or b64, a string kid of at most 256 chars naming a key, and
+    no `typ` but an access token's.
 
     A header holding NaN or Infinity is not JSON at all, so it is never acceptable either.
     """
     if not is_strict_json(head) or head.get("alg") != algorithm or "crit" in head or "b64" in head:
+        return False
+    typ = head.get("typ", "JWT")
+    if type(typ) is not str or typ.lower() not in ("jwt", "application/jwt", "at+jwt", "application/at+jwt"):
         return False
     if algorithm == "HS256":  # the shared secret serves any kid, but the kid must still be a bounded string
         return "kid" not in head or (isinstance(head["kid"], str) and len(head["kid"]) <= 256)

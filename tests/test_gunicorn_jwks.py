@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.factories import AUDIENCE, ISSUER, jwks, make_token, public_jwk
 from tests.gunicorn_server import (
     CONFIG_ERROR,
+    DPOP_CHALLENGE,
     INVALID_TOKEN,
     REALM,
     WORKERS,
@@ -181,7 +182,7 @@ def test_protected_resource_metadata_describes_the_api(steady_server):
     assert response.status == 200
     assert response.headers["Content-Type"] == "application/json"
     document = response.json()
-    assert document["resource"] == AUDIENCE
+    assert document["resource"] == f"http://127.0.0.1:{steady_server.port}"
     assert document["authorization_servers"] == [ISSUER]
     assert "read:messages" in document["scopes_supported"]
     assert document["bearer_methods_supported"] == ["header"]
@@ -192,8 +193,8 @@ def test_401_challenge_points_at_the_protected_resource_metadata(steady_server):
     missing = steady_server.get()
     unknown_kid = steady_server.get(token=signed(kid="no-such-key"))
     assert (missing.status, unknown_kid.status) == (401, 401)
-    assert missing.headers["WWW-Authenticate"] == f"{REALM}, {metadata}"
-    assert unknown_kid.headers["WWW-Authenticate"] == f"{INVALID_TOKEN}, {metadata}"
+    assert missing.headers["WWW-Authenticate"] == f"{REALM}, {metadata}, {DPOP_CHALLENGE}"
+    assert unknown_kid.headers["WWW-Authenticate"] == f"{INVALID_TOKEN}, {metadata}, {DPOP_CHALLENGE}"
 
 
 def test_new_kid_makes_every_worker_fetch_without_waiting_for_the_ttl(steady_provider, steady_server):

@@ -47,6 +47,7 @@ ATTACKER_JWK = public_jwk(ATTACKER_KEY, "attacker-1")
 P384_KEY = ec.generate_private_key(ec.SECP384R1())
 ED25519_JWK = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "ed-1"}
 METADATA_URL = "http://falconframework.org/.well-known/oauth-protected-resource"
+DPOP_CHALLENGE = 'DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'
 
 
 # --- fakes and helpers -------------------------------------------------------------------------------------
@@ -841,17 +842,20 @@ def test_prefetch_hands_its_keys_to_key_sources_built_after_it(provider):
 # --- RFC 9728 protected resource metadata ------------------------------------------------------------------
 
 
-def test_protected_resource_metadata_names_audience_issuer_and_scopes(provider):
+def test_protected_resource_metadata_names_the_url_it_was_fetched_from_issuer_scopes_and_dpop(provider):
     provider.behaviour = "refuse"  # served whether or not keys are held
     client = falcon.testing.TestClient(create_app(remote_settings(provider)))
-    result = client.simulate_get("/.well-known/oauth-protected-resource")
+    result = client.simulate_get("/.well-known/oauth-protected-resource", host="api.example.com", protocol="https")
     assert result.status_code == 200
     assert result.headers["content-type"] == "application/json"
+    # RFC 9728 section 3.3: `resource` is the URL the client built the metadata URL from, not the audience.
     assert result.json == {
-        "resource": AUDIENCE,
+        "resource": "https://api.example.com",
         "authorization_servers": [ISSUER],
         "scopes_supported": ["read:messages"],
         "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": ["ES256", "ES384", "PS256", "RS256", "EdDSA"],
+        "dpop_bound_access_tokens_required": False,
     }
 
 
@@ -860,11 +864,12 @@ def test_401_challenges_point_at_the_resource_metadata(provider):
     unknown = ping(client, kid="no-such-key")
     assert unknown.status_code == 401
     assert unknown.headers["www-authenticate"] == (
-        f'Bearer realm="api", error="invalid_token", resource_metadata="{METADATA_URL}"'
+        f'Bearer realm="api", error="invalid_token", resource_metadata="{METADATA_URL}", {DPOP_CHALLENGE}'
     )
     missing = client.simulate_get(
         "/secured/ping", host="api.example.com", protocol="https", headers={"Authorization": ""}
     )
     assert missing.headers["www-authenticate"] == (
-        'Bearer realm="api", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource"'
+        'Bearer realm="api", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource", '
+        + DPOP_CHALLENGE
     )

@@ -128,22 +128,24 @@ def test_request_duration_is_observed_per_route_in_seconds():
 
 
 @pytest.mark.parametrize(
-    ("headers", "path", "outcome"),
+    ("headers", "path", "outcome", "scheme"),
     [
-        (bearer(make_token()), "/secured/ping", "ok"),
-        ({}, "/secured/ping", "authorization_header_missing"),
-        ({"Authorization": "Basic dXNlcg=="}, "/secured/ping", "invalid_header"),
-        (bearer(make_token(exp=1)), "/secured/ping", "token_expired"),
-        (bearer(make_token(aud="https://other.example.com")), "/secured/ping", "invalid_audience"),
-        (bearer("not.a.token"), "/secured/ping", "invalid_token"),
-        (bearer(make_token(key="t" * 32)), "/secured/ping", "token_invalid_signature"),
-        (bearer(make_token()), "/secured/scoped/ping", "insufficient_scope"),
+        (bearer(make_token()), "/secured/ping", "ok", "bearer"),
+        ({}, "/secured/ping", "authorization_header_missing", "none"),
+        ({"Authorization": "Basic dXNlcg=="}, "/secured/ping", "invalid_header", "none"),
+        (bearer(make_token(exp=1)), "/secured/ping", "token_expired", "bearer"),
+        (bearer(make_token(aud="https://other.example.com")), "/secured/ping", "invalid_audience", "bearer"),
+        (bearer("not.a.token"), "/secured/ping", "invalid_token", "bearer"),
+        (bearer(make_token(key="t" * 32)), "/secured/ping", "token_invalid_signature", "bearer"),
+        (bearer(make_token()), "/secured/scoped/ping", "insufficient_scope", "bearer"),
+        ({"Authorization": f"DPoP {make_token()}"}, "/secured/ping", "invalid_header", "dpop"),
+        ({"Authorization": f"DPoP {make_token()}", "DPoP": "a.b.c"}, "/secured/ping", "invalid_token", "dpop"),
     ],
 )
-def test_auth_outcomes_are_counted_by_error_code(hs_client, headers, path, outcome):
+def test_auth_outcomes_are_counted_by_error_code_and_scheme(hs_client, headers, path, outcome, scheme):
     hs_client.simulate_get(path, headers=headers)
     text = scrape(hs_client)
-    assert value(text, OUTCOMES, outcome=outcome) == 1
+    assert value(text, OUTCOMES, outcome=outcome, scheme=scheme) == 1
     assert total(text, OUTCOMES) == 1
 
 
@@ -156,7 +158,7 @@ def test_provider_down_counts_jwks_unavailable_and_a_failed_fetch(clock):
     client = remote_app(FakeLocation(FetchError("connection refused")), clock)
     assert client.simulate_get("/secured/ping", headers=bearer(make_token("RS256"))).status_code == 503
     text = scrape(client)
-    assert value(text, OUTCOMES, outcome="jwks_unavailable") == 1
+    assert value(text, OUTCOMES, outcome="jwks_unavailable", scheme="bearer") == 1
     assert value(text, FETCHES, result="error") == 1
     assert value(text, FETCHES, result="ok") == 0
 
@@ -207,7 +209,7 @@ import sys
 from service.ops.metrics import Metrics
 metrics = Metrics(sys.argv[1], flush_interval=3600)  # no background flush within this run
 metrics.request("/secured/ping", "200 OK", 0.003)
-metrics.auth_outcome("ok")
+metrics.auth_outcome("ok", "bearer")
 """
 
 
@@ -222,6 +224,6 @@ def test_a_worker_that_exits_flushes_what_it_counted_since_the_last_flush(tmp_pa
     MultiProcessCollector(registry, path=str(directory))
     text = generate_latest(registry).decode()
     assert value(text, REQUESTS, route="/secured/ping", status="200") == 1
-    assert value(text, OUTCOMES, outcome="ok") == 1
+    assert value(text, OUTCOMES, outcome="ok", scheme="bearer") == 1
     assert value(text, "jwt_api_request_duration_seconds_sum", route="/secured/ping") == pytest.approx(0.003)
     assert value(text, "jwt_api_request_duration_seconds_bucket", route="/secured/ping", le="0.005") == 1

@@ -15,7 +15,10 @@ from falcon_cors import CORS
 
 from service.ops.request_id import HEADER
 
-ALLOWED_HEADERS = ("Content-Type", "Authorization")
+ALLOWED_HEADERS = ("Content-Type", "Authorization", "DPoP")
+# Browser apps may read the request id (to report a problem), the challenge (to know what to send) and the
+# DPoP nonce a server asks for (RFC 9449 section 8).
+EXPOSED_HEADERS = (HEADER, "WWW-Authenticate", "DPoP-Nonce")
 PREFLIGHT_MAX_AGE = 600  # seconds a browser may reuse a preflight answer
 
 # falcon-cors logs every refused origin at INFO; a client must not be able to fill the logs.
@@ -34,7 +37,7 @@ class CorsMiddleware:
             allow_origins_list=[] if allow_all else list(allow_origins),
             allow_headers_list=list(ALLOWED_HEADERS),
             allow_all_methods=True,
-            expose_headers_list=[HEADER],  # browser apps may read the request id to report a problem
+            expose_headers_list=list(EXPOSED_HEADERS),
             max_age=PREFLIGHT_MAX_AGE,
         )
 

@@ -3,6 +3,10 @@
 A resource declares what it needs where it is defined: `auth = Requires(scopes=("read:messages",))` on the
 class, or `@requires("read:messages")` on one responder (which wins over the class attribute). Resources
 that declare nothing are public and untouched. Verified claims land on `req.context.claims`.
+
+A request presents its token as `Authorization: Bearer <token>` (RFC 6750) or, when DPoP is on,
+`Authorization: DPoP <token>` with one `DPoP` proof header (RFC 9449). A token bound to a key (`cnf`) is
+accepted only with a proof of that key, never as a bearer token.
 """
 
 from __future__ import annotations
@@ -13,15 +17,30 @@ from dataclasses import dataclass
 
 import falcon
 
-from service.errors import AuthError, AuthorizationHeaderMissing, BoundToken, InsufficientScope, InvalidHeader
+from service import errors
+from service.auth.dpop import NOT_BOUND, OTHER_KEY, REPLAYED, Dpop
+from service.auth.replay import replay_key
+from service.errors import (
+    BEARER,
+    DPOP,
+    AuthError,
+    AuthorizationHeaderMissing,
+    BoundToken,
+    Challenges,
+    InsufficientScope,
+    InvalidDpopProof,
+    InvalidHeader,
+    InvalidToken,
+)
 from service.ops.logs import AUTH_ERROR_ENV
+from service.urls import ApiUrls
 
-_SAFE_PREFIX = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*")
-_BEARER_SCHEME = re.compile(r"bearer(?:\s|$)", re.IGNORECASE)
+_SCHEME = re.compile(r"(bearer|dpop)(?:\s|$)", re.IGNORECASE)
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
-# What bearer_token accepts, in one match: the scheme, spaces, a token68, trailing spaces. A header that does not
+# What `credentials` accepts, in one match: the scheme, spaces, a token68, trailing spaces. A header that does not
 # match goes through the step-by-step checks, which accept nothing more and say what is wrong.
-_WELL_FORMED = re.compile(rf"(?i:bearer) +({_TOKEN68.pattern}) *")
+_WELL_FORMED = re.compile(rf"(?i:(bearer|dpop)) +({_TOKEN68.pattern}) *")
+_SCHEMES = {"bearer": BEARER, "dpop": DPOP}
 TOKEN_NOT_FOUND = "Token not found"  # noqa: S105 (a message, not a secret)
 TOO_MANY_PARTS = "Authorization header must be Bearer + \\s + token"
 
@@ -75,24 +94,34 @@ def bearer_token(header: str | None) -> str:
     The scheme is case-insensitive; scheme and token are separated by spaces only, and the token must be
     a token68 (no quotes, commas, tabs or a second credential joined in by a repeated header).
     """
+    scheme, token = credentials(header)
+    if scheme is not BEARER:
+        raise InvalidHeader()
+    return token
+
+
+def credentials(header: str | None) -> tuple[str, str]:
+    """(BEARER or DPOP, token) from an `Authorization` value; the same rules for both schemes (RFC 9449 7.1)."""
     well_formed = _WELL_FORMED.fullmatch(header) if header is not None else None
     if well_formed is not None:
-        return well_formed.group(1)
+        return _SCHEMES[well_formed.group(1).lower()], well_formed.group(2)
     return _parse_step_by_step(header)
 
 
-def _parse_step_by_step(header: str | None) -> str:
-    """bearer_token's checks one at a time, so that a malformed header gets the error naming what is wrong."""
+def _parse_step_by_step(header: str | None) -> tuple[str, str]:
+    """credentials' checks one at a time, so that a malformed header gets the error naming what is wrong."""
     if header is None or not header.strip():
         raise AuthorizationHeaderMissing()
-    if not _BEARER_SCHEME.match(header):
+    scheme = _SCHEME.match(header)
+    if scheme is None:
         raise InvalidHeader()
-    credentials = header[len("bearer") :].strip(" ")
+    name = scheme.group(1)
+    credentials = header[len(name) :].strip(" ")
     if not credentials.strip():
         raise InvalidHeader(TOKEN_NOT_FOUND)
-    if not header[len("bearer")] == " " or not _TOKEN68.fullmatch(credentials):
+    if not header[len(name)] == " " or not _TOKEN68.fullmatch(credentials):
         raise InvalidHeader(TOO_MANY_PARTS)
-    return credentials
+    return _SCHEMES[name.lower()], credentials
 
 
 def is_preflight(req: falcon.Request) -> bool:
@@ -111,7 +140,7 @@ def declared_scopes(resource: object) -> set[str]:
     return {scope for declared in declarations if isinstance(declared, Requires) for scope in declared.scopes}
 
 
-def _ignore(outcome: str) -> None:
+def _ignore(outcome: str, scheme: str) -> None:
     """The default `on_outcome`: record nothing."""
 
 
@@ -120,44 +149,77 @@ class AuthMiddleware:
 
     `verifier` is anything with `verify(token) -> claims` that raises AuthError; `realm` goes into the
     `WWW-Authenticate` challenge of every failure, and so does the URL of the protected resource metadata
-    (RFC 9728) when `metadata_path` is given, built from the request's own scheme and host. `on_outcome` is
-    called once per authentication with "ok" or the failure's code (service.ops.metrics counts them).
+    (RFC 9728) when `urls` is given. `dpop` turns DPoP on (None: off, Bearer only). `on_outcome` is called once
+    per authentication with "ok" or the failure's code, and the scheme used: "bearer", "dpop" or "none"
+    (service.ops.metrics counts them).
     """
 
     def __init__(
         self,
         verifier,
         realm: str,
-        metadata_path: str | None = None,
+        urls: ApiUrls | None = None,
         *,
-        on_outcome: Callable[[str], None] = _ignore,
+        dpop: Dpop | None = None,
+        on_outcome: Callable[[str, str], None] = _ignore,
     ):
         self._verifier = verifier
-        self._realm = realm
-        self._metadata_path = metadata_path
+        self._urls = urls
+        self._dpop = dpop
+        self._bearer = dpop is None or not dpop.required
+        self._challenges = Challenges(
+            realm, bearer=self._bearer, dpop_algorithms=dpop.proofs.algorithms if dpop is not None else ()
+        )
         self._on_outcome = on_outcome
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
         requirement = _requirement(resource, req.method)
         if requirement is None or is_preflight(req):
             return
+        scheme = None
         try:
-            claims = self._verifier.verify(bearer_token(req.get_header("Authorization")))
-            if "cnf" in claims:  # bound to a key (any confirmation method) that a bearer request proves nothing of
-                raise BoundToken()
-            requirement.check(claims)
+            scheme, token = credentials(req.get_header("Authorization"))
+            if scheme is BEARER and self._bearer:
+                if self._dpop is not None and req.get_header("DPoP") is not None:
+                    raise InvalidHeader(errors.DPOP_HEADER_WITH_BEARER)
+                claims = self._verifier.verify(token)
+                if "cnf" in claims:  # bound to a key (any confirmation method): a bearer request proves nothing
+                    raise BoundToken()
+                requirement.check(claims)
+            elif scheme is DPOP and self._dpop is not None:
+                claims = self._dpop_claims(req, token, requirement)
+            else:
+                raise InvalidHeader(None if self._bearer else errors.MUST_START_WITH_DPOP)
         except AuthError as error:
             req.env[AUTH_ERROR_ENV] = error.code  # the access log line names the failure, never the token
-            self._on_outcome(error.code)
-            raise error.to_http(self._realm, self._metadata_url(req)) from None
-        self._on_outcome("ok")
+            self._on_outcome(error.code, scheme or "none")
+            metadata = self._urls.metadata_url(req) if self._urls is not None else None
+            raise error.to_http(self._challenges, scheme, metadata) from None
+        self._on_outcome("ok", scheme)
         req.context.claims = claims
 
-    def _metadata_url(self, req: falcon.Request) -> str | None:
-        # The Host header is the client's: only a plain scheme://host[:port] goes into a response header.
-        if self._metadata_path is None or not _SAFE_PREFIX.fullmatch(req.prefix):
-            return None
-        return req.prefix + self._metadata_path
+    def _dpop_claims(self, req: falcon.Request, token: str, requirement: Requires):
+        """The claims of a DPoP-bound `token` whose proof checks out; the proof is recorded last."""
+        proof = req.get_header("DPoP")
+        if not proof or not proof.strip():
+            raise InvalidHeader(errors.DPOP_HEADER_MISSING)
+        if "," in proof:  # gunicorn joins repeated headers with a comma, which no compact JWS holds
+            raise InvalidHeader(errors.DPOP_HEADER_NOT_ONE)
+        claims = self._verifier.verify(token)
+        cnf = claims.get("cnf")
+        jkt = cnf.get("jkt") if type(cnf) is dict else None
+        if type(jkt) is not str:
+            raise InvalidToken(NOT_BOUND)
+        if len(cnf) != 1:  # another confirmation too (x5t#S256, ...), which this service cannot check
+            raise BoundToken()
+        url = self._urls.request_url(req) if self._urls is not None else None
+        checked = self._dpop.proofs.verify(proof.strip(" "), method=req.method, url=url, access_token=token)
+        if checked.thumbprint != jkt:
+            raise InvalidToken(OTHER_KEY)
+        requirement.check(claims)
+        if not self._dpop.replay.first_use(replay_key(checked.thumbprint, checked.jti), checked.remaining):
+            raise InvalidDpopProof(REPLAYED)
+        return claims
 
 
 def _requirement(resource: object, method: str) -> Requires | None:

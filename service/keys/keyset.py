@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
 from service import algorithms
@@ -55,9 +55,13 @@ def _signature_length(algorithm: jwt.algorithms.Algorithm, key: object) -> int:
         return (key.key_size + 7) // 8
     if isinstance(key, ec.EllipticCurvePublicKey):
         return 2 * ((key.curve.key_size + 7) // 8)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return 64  # RFC 8032 section 5.1.6
+    if isinstance(key, ed448.Ed448PublicKey):
+        return 114  # RFC 8032 section 5.2.6
     if isinstance(key, bytes):
         return algorithm.hash_alg().digest_size
-    raise ValueError("only HMAC secrets and RSA or EC public keys verify tokens here")
+    raise ValueError("only HMAC secrets and RSA, EC or EdDSA public keys verify signatures here")
 
 
 class KeySource(Protocol):

@@ -81,8 +81,8 @@ class Metrics:
         )
         self._auth = Counter(
             "jwt_api_auth_outcomes",
-            "Authentications on secured resources, by outcome: ok or the error code.",
-            ("outcome",),
+            "Authentications on secured resources, by outcome (ok or the error code) and scheme (bearer, dpop, none).",
+            ("outcome", "scheme"),
             registry=self.registry,
         )
         cache = Counter(
@@ -103,7 +103,7 @@ class Metrics:
         self._cache_hit = cache.labels("hit").inc
         self._cache_miss = cache.labels("miss").inc
         self._fetches = {result: fetches.labels(result).inc for result in FETCH_RESULTS}
-        self._outcomes: dict[str, Callable[[float], None]] = {"ok": self._auth.labels("ok").inc}
+        self._outcomes: dict[tuple[str, str], Callable[[float], None]] = {}
         self._routes: dict[str, _Route] = {}
         self._exposed = self.registry
         if multiprocess_dir is not None:
@@ -129,11 +129,11 @@ class Metrics:
             pending[bucket] = pending.get(bucket, 0) + 1
             pending[series.add_seconds] = pending.get(series.add_seconds, 0) + seconds
 
-    def auth_outcome(self, outcome: str) -> None:
-        """Count one authentication: "ok" or the AuthError's code."""
-        count = self._outcomes.get(outcome)
+    def auth_outcome(self, outcome: str, scheme: str) -> None:
+        """Count one authentication: "ok" or the AuthError's code, and "bearer", "dpop" or "none"."""
+        count = self._outcomes.get((outcome, scheme))
         if count is None:
-            count = self._outcomes[outcome] = self._auth.labels(outcome).inc
+            count = self._outcomes[(outcome, scheme)] = self._auth.labels(outcome, scheme).inc
         self._add(count)
 
     def token_cache_hit(self) -> None:

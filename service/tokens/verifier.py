@@ -26,6 +26,12 @@ _UNSUPPORTED_HEADER = "token header has parameters this service does not support
 # `crit` names extensions a verifier must understand, and this one understands none (RFC 7515 section
 # 4.1.11); `b64` changes what is signed (RFC 7797). A token carrying either is refused.
 _REFUSED_HEADER_PARAMETERS = frozenset(("crit", "b64"))
+_WRONG_TYPE = "token type (typ) is not an access token"
+# `typ` values of an access token, lower-cased (media types compare case-insensitively, and "application/" may
+# be left out: RFC 7515 section 4.1.9). Any other type (`dpop+jwt`, an ID token's...) is refused, so a JWT made
+# for something else is never taken for an access token; with require_at_jwt only RFC 9068's at+jwt passes.
+_ACCESS_TOKEN_TYPES = frozenset(("jwt", "application/jwt", "at+jwt", "application/at+jwt"))
+_AT_JWT_TYPES = frozenset(("at+jwt", "application/at+jwt"))
 
 
 class TokenVerifier:
@@ -40,9 +46,12 @@ class TokenVerifier:
         issuer: str | None,
         leeway: float,
         max_token_age: float | None = None,
+        require_at_jwt: bool = False,
         clock: Callable[[], float] = time.time,
     ):
         self._keys = keys
+        self._types = _AT_JWT_TYPES if require_at_jwt else _ACCESS_TOKEN_TYPES
+        self._typ_required = require_at_jwt
         self._algorithms = frozenset(algorithms)
         self._audiences = frozenset(audiences)
         self._issuer = issuer
@@ -85,6 +94,12 @@ class TokenVerifier:
             raise InvalidToken(_ALGORITHM_NOT_ALLOWED)
         if not _REFUSED_HEADER_PARAMETERS.isdisjoint(header):  # one C loop, not a generator over the names
             raise InvalidToken(_UNSUPPORTED_HEADER)
+        if "typ" in header:
+            typ = header["typ"]
+            if type(typ) is not str or typ.lower() not in self._types:
+                raise InvalidToken(_WRONG_TYPE)
+        elif self._typ_required:
+            raise InvalidToken(_WRONG_TYPE)
         kid = header.get("kid")
         if "kid" in header and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):
             raise InvalidToken(jws.MALFORMED)  # a null kid must not select the key without kid
