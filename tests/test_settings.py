@@ -177,3 +177,64 @@ def test_metrics_can_be_turned_off():
 
 def test_metrics_dir_is_the_multiprocess_directory_gunicorn_sets():
     assert settings(PROMETHEUS_MULTIPROC_DIR="/run/metrics").metrics_dir == "/run/metrics"
+
+
+def test_dpop_defaults():
+    result = settings()
+    assert result.dpop == "allowed"
+    assert result.dpop_algorithms == ("ES256", "ES384", "PS256", "RS256", "EdDSA")
+    assert result.dpop_proof_max_age == 300
+    assert result.dpop_proof_leeway == 30
+    assert result.dpop_replay_dir is None
+    assert result.public_url is None
+    assert result.require_at_jwt is False
+
+
+def test_dpop_settings_are_read_as_written():
+    result = settings(
+        DPOP="Required",
+        DPOP_ALGORITHMS="ES256, PS256",
+        DPOP_PROOF_MAX_AGE="60",
+        DPOP_PROOF_LEEWAY="0",
+        DPOP_REPLAY_DIR="/run/jwt-api/replay",
+        JWT_REQUIRE_AT_JWT="1",
+    )
+    assert (result.dpop, result.dpop_algorithms) == ("required", ("ES256", "PS256"))
+    assert (result.dpop_proof_max_age, result.dpop_proof_leeway) == (60, 0)
+    assert result.dpop_replay_dir == "/run/jwt-api/replay"
+    assert result.require_at_jwt is True
+
+
+@pytest.mark.parametrize(
+    ("value", "normalized"),
+    [
+        ("https://api.example.com", "https://api.example.com"),
+        ("https://API.Example.com:443/", "https://api.example.com"),
+        ("http://127.0.0.1:8080/v1/", "http://127.0.0.1:8080/v1"),
+        ("https://example.com/a%7Eb", "https://example.com/a~b"),
+    ],
+)
+def test_public_url_is_normalised(value, normalized):
+    assert settings(PUBLIC_URL=value).public_url == normalized
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"DPOP": "sometimes"}, "DPOP must be one of allowed, required, off."),
+        ({"DPOP_ALGORITHMS": "ES256,none"}, "DPOP_ALGORITHMS has 'none'"),
+        ({"DPOP_ALGORITHMS": "HS256"}, "DPOP_ALGORITHMS has 'HS256'"),
+        ({"DPOP_ALGORITHMS": ","}, "DPOP_ALGORITHMS must name at least one algorithm."),
+        ({"DPOP_PROOF_MAX_AGE": "0"}, "DPOP_PROOF_MAX_AGE must be more than zero seconds."),
+        ({"DPOP_PROOF_MAX_AGE": "soon"}, "DPOP_PROOF_MAX_AGE must be a number."),
+        ({"DPOP_PROOF_LEEWAY": "-1"}, "DPOP_PROOF_LEEWAY must be zero or more seconds."),
+        ({"PUBLIC_URL": "api.example.com"}, "PUBLIC_URL must be"),
+        ({"PUBLIC_URL": "ftp://api.example.com"}, "PUBLIC_URL must be"),
+        ({"PUBLIC_URL": "https://api.example.com/?x=1"}, "PUBLIC_URL must be"),
+        ({"PUBLIC_URL": "https://user@api.example.com"}, "PUBLIC_URL must be"),
+        ({"PUBLIC_URL": "https://api.example.com:99999"}, "PUBLIC_URL must be"),
+        ({"JWT_REQUIRE_AT_JWT": "maybe"}, "JWT_REQUIRE_AT_JWT must be 1 or 0."),
+    ],
+)
+def test_bad_dpop_or_public_url_setting_names_the_variable(env, variable):
+    assert variable in config_error(**env)

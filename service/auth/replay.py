@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER = 1  # seconds a client waits before retrying when the store did not answer
 BUSY_TIMEOUT_MS = 200  # how long a write waits for another process's write before the request gets a 503
+WARNING_COOLDOWN = 30.0  # seconds between two log lines about a failing store
 PURGE_SLICES = 256  # expired entries are deleted one slice of the key space per second, so no purge is long
 
 
@@ -87,26 +88,34 @@ class SqliteReplayStore:
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
         self._purged_second = 0
+        self._quiet_until = 0.0
 
     def first_use(self, key: bytes, ttl: float) -> bool:
         now = self._clock()
-        try:
-            with self._lock:
+        with self._lock:
+            try:
                 connection = self._connect()
                 inserted = connection.execute(self._UPSERT, (key, now + ttl, now)).rowcount == 1
                 if int(now) != self._purged_second:
                     self._purged_second = int(now)
                     self._purge(connection, now)
-                return inserted
-        except sqlite3.Error as error:
-            log.warning("DPoP replay store error: %s", error.__class__.__name__)
-            self._connection = None  # reopen on the next request
-            raise ReplayStoreUnavailable(RETRY_AFTER) from None
+            except sqlite3.Error as error:
+                if time.monotonic() >= self._quiet_until:  # one line per cooldown, not one per request
+                    self._quiet_until = time.monotonic() + WARNING_COOLDOWN
+                    log.warning("DPoP replay store error (%s); DPoP requests get 503", error.__class__.__name__)
+                if self._connection is not None:
+                    self._connection.close()
+                self._connection = None  # reopen on the next request
+                raise ReplayStoreUnavailable(RETRY_AFTER) from None
+        return inserted
 
     def _connect(self) -> sqlite3.Connection:
         # A connection must not cross a fork: a worker opens its own on first use.
         if self._connection is None or self._pid != os.getpid():
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            # Shared by this process's threads, one at a time under self._lock.
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
             # WAL lets readers and one writer proceed together; synchronous=OFF because the table is worth
             # nothing after a crash of the host (its proofs have expired by the time it is back).
             connection.execute("PRAGMA journal_mode=WAL")
