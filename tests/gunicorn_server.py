@@ -122,9 +122,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gunicorn(environ: Mapping[str, str], log_dir: Path) -> Iterator[Server]:
-    """gunicorn serving the service with `environ` (plus PORT) until the block ends; logs go to files in log_dir."""
-    port = free_port()
+def gunicorn(environ: Mapping[str, str], log_dir: Path, port: int | None = None) -> Iterator[Server]:
+    """gunicorn serving the service with `environ` (plus PORT) until the block ends; logs go to files in log_dir.
+
+    `port` is a free one unless given (a test whose configuration names the service's own URL picks it first).
+    """
+    port = port or free_port()
     stdout, stderr = log_dir / "stdout.log", log_dir / "stderr.log"
     # Files, not pipes: gunicorn can never block on a full pipe, and the parent keeps no handle open.
     with stdout.open("ab") as out, stderr.open("ab") as err:  # appends: two workers share each file
