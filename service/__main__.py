@@ -22,6 +22,8 @@ def describe(settings: Settings) -> list[str]:
         value = getattr(settings, field.name)
         if field.name == "secret" and value is not None:
             value = f"<{len(value)} bytes, hidden>"
+        elif field.name == "dpop_replay_dir" and value is None and settings.dpop != "off":
+            value = "<a temporary directory gunicorn's master makes>"
         elif isinstance(value, tuple):
             value = ", ".join(value)
         lines.append(f"{field.name} = {value}")

@@ -33,3 +33,31 @@ def test_check_exits_1_with_one_line_naming_the_variable():
 def test_check_needs_a_command():
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_check_shows_the_dpop_settings(monkeypatch, capsys):
+    environ = {
+        "JWT_AUDIENCE": AUDIENCE,
+        "JWT_SECRET": SECRET,
+        "DPOP": "required",
+        "PUBLIC_URL": "https://API.example.com/",
+    }
+    monkeypatch.setattr("os.environ", environ)
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "dpop = required" in out
+    assert "dpop_algorithms = ES256, ES384, PS256, RS256, EdDSA" in out
+    assert "dpop_proof_max_age = 300.0" in out
+    assert "public_url = https://api.example.com" in out
+    assert "dpop_replay_dir = <a temporary directory gunicorn's master makes>" in out
+
+
+def test_check_exits_1_naming_a_bad_dpop_variable():
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "check"],
+        env={"JWT_AUDIENCE": AUDIENCE, "JWT_SECRET": SECRET, "DPOP": "maybe"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "service: configuration error: DPOP must be one of allowed, required, off."
