@@ -417,3 +417,15 @@ def test_ed25519_proofs_signed_under_rfc_9864_s_name_are_accepted_when_configure
     assert check(verifier, f"{relabelled}.{payload}.{signature}").thumbprint == thumbprint(ed_jwk)
     with pytest.raises(InvalidDpopProof):
         check(verifier, eddsa)  # "EdDSA" is not in this verifier's list
+
+
+def test_an_unexpected_library_error_is_an_invalid_proof_not_a_5xx(verifier, monkeypatch, caplog):
+    def explode(*args):
+        raise RuntimeError("boom")
+
+    proof = make_proof(TOKEN, key=ec.generate_private_key(ec.SECP256R1()))  # a key not cached yet
+    monkeypatch.setattr(dpop.jwt, "PyJWK", explode)
+    with pytest.raises(InvalidDpopProof) as raised:
+        check(verifier, proof)
+    assert raised.value.description == dpop.MALFORMED
+    assert "unexpected RuntimeError" in caplog.text

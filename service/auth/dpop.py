@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import threading
 import time
@@ -28,6 +29,8 @@ from service.errors import InvalidDpopProof, InvalidToken
 from service.keys.keyset import VerificationKey
 from service.tokens import jws
 from service.urls import normalize
+
+log = logging.getLogger(__name__)
 
 MAX_PROOF_LENGTH = 4096  # characters; a proof with an RSA-4096 key is about 1.5 KiB
 MAX_JTI_LENGTH = 256
@@ -111,8 +114,17 @@ class ProofVerifier:
     def verify(self, proof: str, *, method: str, url: str | None, access_token: str) -> Proof:
         """The proof's facts when it is valid for this request and token; raises InvalidDpopProof or InvalidToken.
 
-        `url` is the request's normalised URL without query (service.auth.urls); None when it cannot be known.
+        `url` is the request's normalised URL without query (service.urls); None when it cannot be known.
         """
+        try:
+            return self._verify(proof, method, url, access_token)
+        except (InvalidDpopProof, InvalidToken):
+            raise
+        except Exception as error:  # a proof must never turn into a 5xx, whatever a library raises
+            log.warning("DPoP proof rejected by an unexpected %s", error.__class__.__name__)
+            raise InvalidDpopProof(MALFORMED) from None
+
+    def _verify(self, proof: str, method: str, url: str | None, access_token: str) -> Proof:
         if len(proof) > MAX_PROOF_LENGTH:
             raise InvalidDpopProof(TOO_LARGE)
         try:
