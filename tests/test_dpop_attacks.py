@@ -26,6 +26,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_
 
 from service import resources
 from service.app import create_app
+from service.auth.replay import MemoryReplayStore
 from service.settings import ConfigError
 from tests.factories import (
     DPOP_KEY,
@@ -652,6 +653,8 @@ REFUSED_HTUS = {
     "bad-port": "http://falconframework.org:http/secured/ping",
     "port-too-large": "http://falconframework.org:65536/secured/ping",
     "ipv6-unclosed": "http://[::1/secured/ping",
+    "list": [DPOP_URL],  # JSON values that are not strings must be refused too, not hashed into a cache (a 500)
+    "object": {"htu": DPOP_URL},
     "empty": "",
     "null": None,
     "number": 80,
@@ -1094,6 +1097,28 @@ def test_a_refused_proof_does_not_use_up_its_jti(service):
     assert_accepted(send(client, token, proof(token, jti="j", htu=scoped), path=path), resources.SCOPED_PING)
     again = proof(token, jti="j", htu=scoped)
     assert_refused(send(client, token, again, path=path), REPLAYED, token, again)
+
+
+@pytest.mark.parametrize("store", ["memory", "shared"])
+def test_a_proof_replayed_at_the_last_instant_it_is_acceptable_is_refused(clock, tmp_path, store):
+    # _remaining keeps a proof acceptable while iat + 300 >= now, so its record must outlive that instant; a record
+    # that expires at iat + 300 exactly lets the proof through again (and again) at that instant.
+    if store == "memory":
+        app = create_app(hs_settings(), clock=clock, replay_store=MemoryReplayStore(clock=clock))
+    else:
+        app = create_app(hs_settings(dpop_replay_dir=str(tmp_path)), clock=clock)
+    client = falcon.testing.TestClient(app)
+    token = bound_to("HS256")
+    sent = proof(token)
+    assert_accepted(send(client, token, sent))
+    clock.now = NOW + 299.5
+    assert_refused(send(client, token, sent), REPLAYED, token, sent)
+    clock.now = NOW + 300
+    result = send(client, token, sent)
+    # Refused either way a fix may go: as a replay (the record lasts), or as too old (the window ends before 300 s).
+    assert result.status_code == 401, "the same proof was accepted twice"
+    assert result.json in ({"code": code, "description": text} for code, text in (REPLAYED, BAD_TIME))
+    assert_not_echoed(result, token, sent)
 
 
 def test_the_shared_replay_store_refuses_a_replay_too(clock, tmp_path):

@@ -220,7 +220,7 @@ def test_a_genuinely_signed_proof_with_any_header_member_passes_only_by_the_head
 
 # --- (b) genuinely signed proofs with arbitrary claim values ------------------------------------------------
 
-CLAIM_NAMES = ["htm", "iat", "jti", "ath", "nonce", "exp", "nbf"]
+CLAIM_NAMES = ["htm", "htu", "iat", "jti", "ath", "nonce", "exp", "nbf"]
 INTERESTING_CLAIM_VALUES = st.sampled_from(
     [
         *["GET", "get", "POST", "GET ", DPOP_URL, DPOP_URL + "/", "http://FALCONFRAMEWORK.org:80/secured/%70ing?q"],
@@ -257,7 +257,7 @@ def expected_outcome(name: str, body: dict) -> tuple[str, str] | None:
     if name == "htm":
         return None if value == "GET" else WRONG_REQUEST
     if name == "htu":
-        return None if value in ACCEPTED_HTUS else WRONG_REQUEST
+        return None if type(value) is str and value in ACCEPTED_HTUS else WRONG_REQUEST
     if name == "iat":
         seconds = _as_seconds(value)
         fresh = seconds is not None and seconds <= NOW + LEEWAY and seconds + MAX_AGE >= NOW
@@ -273,6 +273,8 @@ def expected_outcome(name: str, body: dict) -> tuple[str, str] | None:
 
 @FUZZ
 @given(st.sampled_from(CLAIM_NAMES), INTERESTING_CLAIM_VALUES | HUGE_NUMBERS | JSON_VALUES)
+@example("htu", [DPOP_URL])
+@example("htu", {})
 @example("iat", NOW - MAX_AGE)
 @example("iat", NOW + LEEWAY)
 @example("iat", 10**400)
