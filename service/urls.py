@@ -25,16 +25,20 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
 
-@lru_cache(maxsize=4096)  # a service sees few distinct URLs; a client sending many only evicts its own
 def normalize(url: object) -> str | None:
     """`scheme://host[:port]/path` of an absolute http(s) URL, normalised; query and fragment dropped.
 
     Scheme and host are lower-cased, a default port dropped, escapes of unreserved characters decoded and the
-    others upper-cased (RFC 3986 section 6.2.2). None for anything else: another scheme, no host, user info,
-    a port that is not a number.
+    others upper-cased (RFC 3986 section 6.2.2). None for anything else: not a string, another scheme, no host,
+    user info, a port that is not a number.
     """
-    if type(url) is not str or len(url) > 8192:
+    if type(url) is not str or len(url) > 8192:  # before the cache, which would hash a list or dict and raise
         return None
+    return _normalize(url)
+
+
+@lru_cache(maxsize=4096)  # a service sees few distinct URLs; a client sending many only evicts its own
+def _normalize(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -217,7 +217,8 @@ class AuthMiddleware:
         if checked.thumbprint != jkt:
             raise InvalidToken(OTHER_KEY)
         requirement.check(claims)
-        if not self._dpop.replay.first_use(replay_key(checked.thumbprint, checked.jti), checked.remaining):
+        # The record outlives the proof's window by a second, so no instant accepts it twice.
+        if not self._dpop.replay.first_use(replay_key(checked.thumbprint, checked.jti), checked.remaining + 1.0):
             raise InvalidDpopProof(REPLAYED)
         return claims
 
