@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 from service.ops.startup import load_or_exit
 from service.settings import Settings
@@ -20,14 +21,24 @@ def describe(settings: Settings) -> list[str]:
     lines = [f"key_source = {settings.key_source}"]
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
-        if field.name == "secret" and value is not None:
+        if field.name in ("secret", "dpop_nonce_secret", "dpop_replay_store_password") and value is not None:
             value = f"<{len(value)} bytes, hidden>"
+        elif field.name == "dpop_replay_store" and value is not None:
+            value = _without_password(value)
         elif field.name == "dpop_replay_dir" and value is None and settings.dpop != "off":
             value = "<a temporary directory gunicorn's master makes>"
         elif isinstance(value, tuple):
             value = ", ".join(value)
         lines.append(f"{field.name} = {value}")
     return lines
+
+
+def _without_password(url: str) -> str:
+    """A Redis URL with its user info replaced, so `check` never prints a password."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="<credentials hidden>@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ from service import resources
 from service.auth.cors import CorsMiddleware
 from service.auth.dpop import Dpop, ProofVerifier
 from service.auth.middleware import AuthMiddleware, declared_scopes
-from service.auth.replay import MemoryReplayStore, ReplayStore, SqliteReplayStore
+from service.auth.nonce import Nonces
+from service.auth.replay import RecordedReplayStore, ReplayStore, replay_store_for
 from service.errors import serialize_error
 from service.keys.jwks import retry_after
 from service.keys.keyset import KeySource
@@ -30,7 +31,6 @@ from service.tokens.verifier import TokenVerifier
 from service.urls import ApiUrls
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
-REPLAY_FILE = "dpop-replay.sqlite3"
 
 
 def create_app(
@@ -53,10 +53,11 @@ def create_app(
     elif metrics is None:
         metrics = Metrics(settings.metrics_dir)
     if metrics is None:
-        on_fetch = on_outcome = on_hit = on_miss = _ignore
+        on_fetch = on_outcome = on_hit = on_miss = on_replay = _ignore
     else:
         on_fetch, on_outcome = metrics.jwks_fetch, metrics.auth_outcome
         on_hit, on_miss = metrics.token_cache_hit, metrics.token_cache_miss
+        on_replay = metrics.replay_check
     keys = keys if keys is not None else load_keys(settings, on_fetch=on_fetch)
     verifier = TokenVerifier(
         keys,
@@ -79,7 +80,7 @@ def create_app(
             on_miss=on_miss,
         )
     urls = ApiUrls(settings.public_url, METADATA_PATH)
-    dpop = _dpop(settings, clock, replay_store)
+    dpop = _dpop(settings, clock, replay_store, on_replay)
     middleware = [
         RequestIdMiddleware(),
         CorsMiddleware(settings.cors_allow_origins),
@@ -115,19 +116,25 @@ def create_app(
     return app
 
 
-def _dpop(settings: Settings, clock: Callable[[], float], replay_store: ReplayStore | None) -> Dpop | None:
+def _dpop(
+    settings: Settings,
+    clock: Callable[[], float],
+    replay_store: ReplayStore | None,
+    on_replay: Callable[[str, float], None],
+) -> Dpop | None:
     """DPoP as the settings say (None with DPOP=off), with the replay store they name unless one is given."""
     if settings.dpop == "off":
         return None
     if replay_store is None:
-        if settings.dpop_replay_dir is not None:
-            replay_store = SqliteReplayStore(os.path.join(settings.dpop_replay_dir, REPLAY_FILE), clock=clock)
-        else:
-            replay_store = MemoryReplayStore()
+        replay_store = replay_store_for(settings, clock)
     proofs = ProofVerifier(
         settings.dpop_algorithms, max_age=settings.dpop_proof_max_age, leeway=settings.dpop_proof_leeway, clock=clock
     )
-    return Dpop(proofs, replay_store, required=settings.dpop == "required")
+    nonces = None
+    if settings.dpop_nonce_secret is not None:
+        nonces = Nonces(settings.dpop_nonce_secret, settings.dpop_nonce_ttl, clock=clock)
+    recorded = RecordedReplayStore(replay_store, on_replay)
+    return Dpop(proofs, recorded, required=settings.dpop == "required", nonces=nonces)
 
 
 def _ignore(*args: object) -> None:

@@ -177,6 +177,21 @@ class ReplayStoreUnavailable(JwksUnavailable):
     description = "the DPoP replay check is not available now; retry later"
 
 
+class UseDpopNonce(AuthError):
+    """The proof lacks a valid server nonce (RFC 9449 section 9): the client retries with the one sent here."""
+
+    code = "use_dpop_nonce"
+    description = "DPoP proof needs the server's nonce, sent in DPoP-Nonce"
+    challenge_error = "use_dpop_nonce"
+
+    def __init__(self, nonce: str):
+        super().__init__()
+        self.nonce = nonce
+
+    def headers(self, challenges: Challenges, scheme: str | None, resource_metadata: str | None) -> dict[str, str]:
+        return {**super().headers(challenges, DPOP, resource_metadata), "DPoP-Nonce": self.nonce}
+
+
 class InvalidDpopProof(AuthError):
     """The DPoP proof is missing a part, malformed, for another request, stale, or used before."""
 

@@ -27,6 +27,9 @@ DEFAULT_REALM = "api"
 DPOP_MODES = ("allowed", "required", "off")
 DEFAULT_DPOP_PROOF_MAX_AGE = 300.0
 DEFAULT_DPOP_PROOF_LEEWAY = 30.0
+DEFAULT_DPOP_REPLAY_TIMEOUT = 0.25
+DEFAULT_DPOP_NONCE_TTL = 300.0
+MIN_NONCE_SECRET_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
@@ -85,6 +88,13 @@ class Settings:
     # Where every gunicorn worker records accepted DPoP proofs (gunicorn.conf.py creates it and sets
     # DPOP_REPLAY_DIR). None outside gunicorn: the process keeps its own record.
     dpop_replay_dir: str | None = None
+    # A redis:// or rediss:// URL: the replay record every replica shares. May hold a password: never shown.
+    dpop_replay_store: str | None = field(default=None, repr=False)
+    dpop_replay_store_password: str | None = field(default=None, repr=False)
+    dpop_replay_timeout: float = DEFAULT_DPOP_REPLAY_TIMEOUT
+    # With a secret (the same on every replica), proofs must carry a server nonce (RFC 9449 section 9).
+    dpop_nonce_secret: bytes | None = field(default=None, repr=False)
+    dpop_nonce_ttl: float = DEFAULT_DPOP_NONCE_TTL
 
     def __post_init__(self) -> None:
         _check_key_source(self)
@@ -171,6 +181,11 @@ class Settings:
             dpop_proof_max_age=_number(env, "DPOP_PROOF_MAX_AGE", DEFAULT_DPOP_PROOF_MAX_AGE),
             dpop_proof_leeway=_number(env, "DPOP_PROOF_LEEWAY", DEFAULT_DPOP_PROOF_LEEWAY),
             dpop_replay_dir=env.get("DPOP_REPLAY_DIR"),
+            dpop_replay_store=env.get("DPOP_REPLAY_STORE"),
+            dpop_replay_store_password=env.get("DPOP_REPLAY_STORE_PASSWORD"),
+            dpop_replay_timeout=_number(env, "DPOP_REPLAY_TIMEOUT", DEFAULT_DPOP_REPLAY_TIMEOUT),
+            dpop_nonce_secret=env["DPOP_NONCE_SECRET"].encode() if "DPOP_NONCE_SECRET" in env else None,
+            dpop_nonce_ttl=_number(env, "DPOP_NONCE_TTL", DEFAULT_DPOP_NONCE_TTL),
         )
 
 
@@ -243,6 +258,19 @@ def _check_dpop(settings: Settings) -> None:
             )
     _check_seconds("DPOP_PROOF_MAX_AGE", settings.dpop_proof_max_age)
     _check_seconds("DPOP_PROOF_LEEWAY", settings.dpop_proof_leeway, allow_zero=True)
+    _check_seconds("DPOP_REPLAY_TIMEOUT", settings.dpop_replay_timeout)
+    _check_seconds("DPOP_NONCE_TTL", settings.dpop_nonce_ttl)
+    store = settings.dpop_replay_store
+    if store is not None and urlsplit(store).scheme not in ("redis", "rediss"):
+        # The value may hold a password: the message never repeats it.
+        raise ConfigError("DPOP_REPLAY_STORE must be a redis:// or rediss:// URL (redis://host:port/db).")
+    if store is not None:
+        try:
+            urlsplit(store).port  # noqa: B018 (raises ValueError for a port that is not a number)
+        except ValueError:
+            raise ConfigError("DPOP_REPLAY_STORE has a port that is not a number.") from None
+    if settings.dpop_nonce_secret is not None and len(settings.dpop_nonce_secret) < MIN_NONCE_SECRET_BYTES:
+        raise ConfigError(f"DPOP_NONCE_SECRET is too short: use at least {MIN_NONCE_SECRET_BYTES} random bytes.")
 
 
 def _public_url(value: str | None) -> str | None:

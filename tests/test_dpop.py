@@ -79,7 +79,7 @@ def check(verifier: ProofVerifier, proof: str, *, method="GET", url=DPOP_URL, to
 
 def test_a_valid_proof_gives_its_key_s_thumbprint_jti_and_the_rest_of_its_window(verifier):
     checked = check(verifier, make_proof(TOKEN, jti="j-1", now=NOW - 100))
-    assert checked == (jwk_thumbprint(DPOP_KEY), "j-1", 200.0)
+    assert checked == (jwk_thumbprint(DPOP_KEY), "j-1", 200.0, None)
 
 
 def test_rsa_pss_and_eddsa_proofs_are_accepted(verifier):

@@ -24,6 +24,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service import algorithms
+from service.auth.nonce import Nonces
 from service.auth.replay import ReplayStore
 from service.errors import InvalidDpopProof, InvalidToken
 from service.keys.keyset import VerificationKey
@@ -58,11 +59,13 @@ _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"),
 
 
 class Proof(NamedTuple):
-    """What a verified proof tells: its key's RFC 7638 thumbprint, its jti, and seconds it stays acceptable."""
+    """What a verified proof tells: its key's RFC 7638 thumbprint, its jti, seconds it stays acceptable, and the
+    server nonce it carries (anything, or None; service.auth.nonce checks it)."""
 
     thumbprint: str
     jti: str
     remaining: float
+    nonce: object = None
 
 
 def thumbprint(jwk: dict) -> str | None:
@@ -85,11 +88,13 @@ def b64url(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class Dpop:
-    """DPoP in the auth middleware: proofs checked by `proofs`, recorded in `replay`; `required` refuses Bearer."""
+    """DPoP in the auth middleware: proofs checked by `proofs`, recorded in `replay`; `required` refuses Bearer;
+    with `nonces`, a proof must carry a server nonce (RFC 9449 section 9)."""
 
     proofs: ProofVerifier
     replay: ReplayStore
     required: bool = False
+    nonces: Nonces | None = None
 
 
 class ProofVerifier:
@@ -152,7 +157,7 @@ class ProofVerifier:
             raise InvalidDpopProof(NO_ATH)
         if ath != access_token_hash(access_token):
             raise InvalidToken(OTHER_TOKEN)
-        return Proof(key_thumbprint, jti, remaining)
+        return Proof(key_thumbprint, jti, remaining, claims.get("nonce"))
 
     def _remaining(self, iat: object) -> float:
         """Seconds until a proof issued at `iat` stops being acceptable; raises InvalidDpopProof if it is not now."""

@@ -31,6 +31,7 @@ from service.errors import (
     InvalidDpopProof,
     InvalidHeader,
     InvalidToken,
+    UseDpopNonce,
 )
 from service.ops.logs import AUTH_ERROR_ENV
 from service.urls import ApiUrls
@@ -187,7 +188,7 @@ class AuthMiddleware:
                     raise BoundToken()
                 requirement.check(claims)
             elif scheme is DPOP and self._dpop is not None:
-                claims = self._dpop_claims(req, token, requirement)
+                claims = self._dpop_claims(req, resp, token, requirement)
             else:
                 raise InvalidHeader(None if self._bearer else errors.MUST_START_WITH_DPOP)
         except AuthError as error:
@@ -198,7 +199,7 @@ class AuthMiddleware:
         self._on_outcome("ok", scheme)
         req.context.claims = claims
 
-    def _dpop_claims(self, req: falcon.Request, token: str, requirement: Requires):
+    def _dpop_claims(self, req: falcon.Request, resp: falcon.Response, token: str, requirement: Requires):
         """The claims of a DPoP-bound `token` whose proof checks out; the proof is recorded last."""
         proof = req.get_header("DPoP")
         if not proof or not proof.strip():
@@ -216,6 +217,13 @@ class AuthMiddleware:
         checked = self._dpop.proofs.verify(proof.strip(" "), method=req.method, url=url, access_token=token)
         if checked.thumbprint != jkt:
             raise InvalidToken(OTHER_KEY)
+        nonces = self._dpop.nonces
+        if nonces is not None:
+            step = nonces.step_of(checked.nonce)
+            if step is None:
+                raise UseDpopNonce(nonces.current())
+            if step != nonces.step():  # still accepted, but the client should move on to the current one
+                resp.set_header("DPoP-Nonce", nonces.current())
         requirement.check(claims)
         # The record outlives the proof's window by a second, so no instant accepts it twice.
         if not self._dpop.replay.first_use(replay_key(checked.thumbprint, checked.jti), checked.remaining + 1.0):

@@ -8,13 +8,16 @@ Stores answer one atomic question, `first_use(key, ttl)`, and raise `ReplayStore
 - `SqliteReplayStore`: every process on one host, in a SQLite file in the gunicorn master's temporary
   directory (gunicorn.conf.py sets DPOP_REPLAY_DIR). Chosen by measurement over a hand-written shared-memory
   table: about 20 us per insert, no capacity to size, and SQLite's locking already makes the insert atomic
-  across processes (README, "DPoP").
+  across processes (README, "DPoP");
+- `RedisReplayStore`: every replica sharing one Redis (DPOP_REPLAY_STORE), one `SET key 1 NX PX ttl` per proof.
+`RecordedReplayStore` wraps any of them to count its calls by outcome and time them (service.ops.metrics).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -22,10 +25,16 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from service.errors import ReplayStoreUnavailable
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+REPLAY_FILE = "dpop-replay.sqlite3"  # in DPOP_REPLAY_DIR
 RETRY_AFTER = 1  # seconds a client waits before retrying when the store did not answer
 BUSY_TIMEOUT_MS = 200  # how long a write waits for another process's write before the request gets a 503
 WARNING_COOLDOWN = 30.0  # seconds between two log lines about a failing store
@@ -129,3 +138,102 @@ class SqliteReplayStore:
         low = bytes([slice_])
         high = bytes([slice_ + 1]) if slice_ + 1 < PURGE_SLICES else b"\xff" * 17
         connection.execute(self._PURGE, (low, high, now))
+
+
+class RedisReplayStore:
+    """Proofs recorded in Redis, shared by every replica: `SET <prefix><key hex> 1 NX PX <ttl>` per proof.
+
+    Each call waits at most `timeout` seconds for Redis (connecting and each read or write; no retries). When
+    Redis fails (down, slow, refusing: wrong password, a read-only replica), the call and every call for the next
+    `cooldown` seconds raise ReplayStoreUnavailable at once, so a request never waits on a store known to be
+    down; after that the next call tries again, and success closes the breaker. One warning per cooldown.
+    redis-py's connection pool is thread-safe and opens new connections after a fork, so one store serves a
+    worker's threads.
+    """
+
+    PREFIX = b"jwt-api:dpop:"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        password: str | None = None,
+        cooldown: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._client = redis.Redis.from_url(
+            url,
+            password=password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._cooldown = cooldown
+        self._clock = clock
+        self._open_until = 0.0  # while the clock is before this, calls fail at once
+        self._quiet_until = 0.0
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self._cooldown))
+
+    def first_use(self, key: bytes, ttl: float) -> bool:
+        if self._clock() < self._open_until:
+            raise ReplayStoreUnavailable(self.retry_after)
+        try:
+            recorded = self._client.set(
+                self.PREFIX + key.hex().encode(), b"1", nx=True, px=max(1, math.ceil(ttl * 1000))
+            )
+        except redis.RedisError as error:
+            now = self._clock()
+            self._open_until = now + self._cooldown
+            if now >= self._quiet_until:
+                self._quiet_until = now + WARNING_COOLDOWN
+                # The class name only: redis-py's messages can hold the server's address and reply.
+                log.warning("DPoP replay store (Redis) error (%s); DPoP requests get 503", error.__class__.__name__)
+            raise ReplayStoreUnavailable(self.retry_after) from None
+        return recorded is True
+
+    def ping(self) -> bool:
+        """True when Redis answers now (the start-up check); never raises."""
+        try:
+            return bool(self._client.ping())
+        except redis.RedisError:
+            return False
+
+
+def _ignore_call(outcome: str, seconds: float) -> None:
+    """The default `on_call`: record nothing."""
+
+
+class RecordedReplayStore:
+    """A store whose calls are reported to `on_call(outcome, seconds)`: "ok", "replayed" or "error"."""
+
+    def __init__(self, store: ReplayStore, on_call: Callable[[str, float], None] = _ignore_call):
+        self.store = store
+        self._on_call = on_call
+
+    def first_use(self, key: bytes, ttl: float) -> bool:
+        started = time.perf_counter()
+        try:
+            first = self.store.first_use(key, ttl)
+        except ReplayStoreUnavailable:
+            self._on_call("error", time.perf_counter() - started)
+            raise
+        self._on_call("ok" if first else "replayed", time.perf_counter() - started)
+        return first
+
+
+def replay_store_for(settings: Settings, clock: Callable[[], float] = time.time) -> ReplayStore:
+    """The store DPOP_REPLAY_STORE names (Redis), else the gunicorn master's SQLite file, else this process's memory."""
+    if settings.dpop_replay_store is not None:
+        return RedisReplayStore(
+            settings.dpop_replay_store,
+            timeout=settings.dpop_replay_timeout,
+            password=settings.dpop_replay_store_password,
+        )
+    if settings.dpop_replay_dir is not None:
+        return SqliteReplayStore(os.path.join(settings.dpop_replay_dir, REPLAY_FILE), clock=clock)
+    return MemoryReplayStore()

@@ -35,6 +35,10 @@ UNMATCHED = "unmatched"  # the route of requests no route matched: never the raw
 # request near a second waited for a JWKS fetch.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 FETCH_RESULTS = ("ok", "error")
+REPLAY_OUTCOMES = ("ok", "replayed", "error")
+# Seconds: a SQLite or in-memory check takes tens of microseconds, a Redis round trip about a millisecond, and a
+# failing Redis up to DPOP_REPLAY_TIMEOUT.
+REPLAY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 FLUSH_INTERVAL = 1.0  # seconds between flushes of the pending tally in multiprocess mode
 
 
@@ -97,6 +101,20 @@ class Metrics:
             ("result",),
             registry=self.registry,
         )
+        replay_checks = Counter(
+            "jwt_api_dpop_replay_checks",
+            "DPoP replay-store calls, by outcome: ok (first use), replayed, or error (the store did not answer).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        replay_latency = Histogram(
+            "jwt_api_dpop_replay_check_duration_seconds",
+            "Seconds one DPoP replay-store call took.",
+            buckets=REPLAY_BUCKETS,
+            registry=self.registry,
+        )
+        self._replay_checks = {outcome: replay_checks.labels(outcome).inc for outcome in REPLAY_OUTCOMES}
+        self._replay_latency = _Route(replay_latency)
         # Pending amounts keyed by the increment that will apply them; one lock, held for dict updates only.
         self._lock = threading.Lock()
         self._pending: dict[Callable[[float], None], float] = {}
@@ -143,6 +161,17 @@ class Metrics:
     def token_cache_miss(self) -> None:
         """Count one token cache lookup that led to a full verification."""
         self._add(self._cache_miss)
+
+    def replay_check(self, outcome: str, seconds: float) -> None:
+        """Count one DPoP replay-store call ("ok", "replayed" or "error") and observe how long it took."""
+        count = self._replay_checks[outcome]
+        series = self._replay_latency
+        bucket = series.buckets[bisect.bisect_left(series.bounds, seconds)]
+        with self._lock:
+            pending = self._pending
+            pending[count] = pending.get(count, 0) + 1
+            pending[bucket] = pending.get(bucket, 0) + 1
+            pending[series.add_seconds] = pending.get(series.add_seconds, 0) + seconds
 
     def jwks_fetch(self, result: str) -> None:
         """Count one JWKS fetch: "ok" when keys were loaded, else "error". Rare, so written at once."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 
+from service.auth.replay import RedisReplayStore, replay_store_for
 from service.keys.jwks import RemoteKeySet
 from service.keys.sources import load_keys, prefetch
 from service.ops.logs import configure_logging
 from service.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
 
 
 def load_or_exit(environ: Mapping[str, str]) -> Settings:
@@ -22,6 +26,15 @@ def load_or_exit(environ: Mapping[str, str]) -> Settings:
         keys = load_keys(settings)
         if isinstance(keys, RemoteKeySet):
             prefetch(settings, keys)
+        if settings.dpop != "off" and settings.dpop_replay_store is not None:
+            _check_replay_store(settings)
     except ConfigError as error:
         sys.exit(f"service: configuration error: {error}")
     return settings
+
+
+def _check_replay_store(settings: Settings) -> None:
+    """A Redis replay store that does not answer does not stop the start (DPoP requests get 503 until it does)."""
+    store = replay_store_for(settings)
+    if isinstance(store, RedisReplayStore) and not store.ping():
+        log.warning("the DPoP replay store (DPOP_REPLAY_STORE) does not answer; DPoP requests get 503 until it does")
