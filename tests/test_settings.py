@@ -238,3 +238,39 @@ def test_public_url_is_normalised(value, normalized):
 )
 def test_bad_dpop_or_public_url_setting_names_the_variable(env, variable):
     assert variable in config_error(**env)
+
+
+def test_replay_store_and_nonce_settings_and_their_defaults():
+    result = settings()
+    assert (result.dpop_replay_store, result.dpop_replay_timeout) == (None, 0.25)
+    assert (result.dpop_nonce_secret, result.dpop_nonce_ttl) == (None, 300)
+    configured = settings(
+        DPOP_REPLAY_STORE="rediss://:pw@redis.internal:6380/2",
+        DPOP_REPLAY_STORE_PASSWORD="other",
+        DPOP_REPLAY_TIMEOUT="0.1",
+        DPOP_NONCE_SECRET="n" * 32,
+        DPOP_NONCE_TTL="60",
+    )
+    assert configured.dpop_replay_store == "rediss://:pw@redis.internal:6380/2"
+    assert configured.dpop_replay_timeout == 0.1
+    assert configured.dpop_nonce_secret == b"n" * 32
+    assert "pw@" not in repr(configured) and "other" not in repr(configured) and "nnnn" not in repr(configured)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DPOP_REPLAY_STORE": "http://:secret-pw@redis:6379"},
+            "DPOP_REPLAY_STORE must be a redis:// or rediss:// URL",
+        ),
+        ({"DPOP_REPLAY_STORE": "redis://:secret-pw@redis:port"}, "DPOP_REPLAY_STORE has a port that is not a number."),
+        ({"DPOP_REPLAY_TIMEOUT": "0"}, "DPOP_REPLAY_TIMEOUT must be more than zero seconds."),
+        ({"DPOP_NONCE_SECRET": "short"}, "DPOP_NONCE_SECRET is too short: use at least 32 random bytes."),
+        ({"DPOP_NONCE_TTL": "-5"}, "DPOP_NONCE_TTL must be more than zero seconds."),
+    ],
+)
+def test_bad_replay_store_or_nonce_setting_names_the_variable_and_never_the_password(env, message):
+    error = config_error(**env)
+    assert message in error
+    assert "secret-pw" not in error

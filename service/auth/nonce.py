@@ -50,6 +50,8 @@ class Nonces:
             raw = base64.urlsafe_b64decode(nonce)
         except (binascii.Error, ValueError):
             return None
+        if len(raw) != _STEP.size + _MAC_BYTES:  # the decoder skips characters outside the alphabet
+            return None
         (step,) = _STEP.unpack(raw[: _STEP.size])
         if self.step() - step not in (0, 1):
             return None
