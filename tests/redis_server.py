@@ -8,8 +8,6 @@ it with apt-get (as root) or skips saying why; .ci/run installs it, so CI never 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,33 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.debian import debian_binary
+
 START_TIMEOUT = 10.0  # seconds for redis-server to accept connections
-INSTALL_TIMEOUT = 600.0
-PATH = os.pathsep.join((os.environ.get("PATH", os.defpath), "/usr/sbin", "/usr/bin"))
 
 
 def redis_binary() -> str:
-    found = shutil.which("redis-server", path=PATH)
-    if found:
-        return found
-    if not shutil.which("apt-get") or os.geteuid() != 0:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
-        result = subprocess.run(
-            command,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.skip(f"redis-server is not installed and `{' '.join(command)}` failed")
-    found = shutil.which("redis-server", path=PATH)
-    if not found:
-        pytest.skip("apt-get installed redis-server but it is not on the PATH")
-    return found
+    return debian_binary("redis-server", "redis-server")
 
 
 def free_port() -> int:

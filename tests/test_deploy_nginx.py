@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from service import resources
+from tests.debian import debian_binary
 from tests.factories import AUDIENCE, ISSUER, SECRET, bound_token, make_proof, wall_clock_token
 from tests.gunicorn_server import (
     REALM,
@@ -38,8 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "deploy" / "nginx" / "jwt-api.conf"
 START_TIMEOUT = 10.0  # seconds for nginx to answer /ping through to gunicorn
 LOG_TIMEOUT = 5.0  # seconds for a request's access log line to appear
-INSTALL_TIMEOUT = 600.0  # seconds for apt-get
-NGINX_PATH = os.pathsep.join((os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"))
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")  # nginx's $request_id
 
 
@@ -70,29 +68,7 @@ class Proxy:
 
 def nginx_binary() -> str:
     """The nginx executable, installed from Debian's packages first if it is missing (root only)."""
-    found = shutil.which("nginx", path=NGINX_PATH)
-    if found:
-        return found
-    if not shutil.which("apt-get"):
-        pytest.skip("nginx is not installed and there is no apt-get to install it with")
-    if os.geteuid() != 0:
-        pytest.skip("nginx is not installed; installing it needs root: apt-get install nginx")
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "nginx"]):
-        result = subprocess.run(
-            command,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.skip(f"nginx is not installed and `{' '.join(command)}` failed: {result.stderr.strip()[-300:]}")
-    found = shutil.which("nginx", path=NGINX_PATH)
-    if not found:
-        pytest.skip("apt-get installed nginx but no nginx executable is on the PATH or in /usr/sbin")
-    return found
+    return debian_binary("nginx", "nginx")
 
 
 def site(listen: int, upstream: int, logs: Path) -> str:

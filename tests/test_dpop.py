@@ -15,7 +15,7 @@ from service.app import create_app
 from service.auth import dpop
 from service.auth.dpop import ProofVerifier, access_token_hash, thumbprint
 from service.auth.replay import MemoryReplayStore
-from service.errors import InvalidDpopProof, InvalidToken
+from service.errors import InvalidDpopProof, InvalidToken, ReplayStoreUnavailable
 from tests.factories import (
     DPOP_KEY,
     DPOP_URL,
@@ -429,3 +429,21 @@ def test_an_unexpected_library_error_is_an_invalid_proof_not_a_5xx(verifier, mon
         check(verifier, proof)
     assert raised.value.description == dpop.MALFORMED
     assert "unexpected RuntimeError" in caplog.text
+
+
+class DownStore:
+    """A replay store that never answers, as Redis does when it is down."""
+
+    def first_use(self, key, ttl):
+        raise ReplayStoreUnavailable(1)
+
+
+def test_a_store_that_does_not_answer_gives_dpop_requests_503_and_leaves_bearer_requests_alone(clock):
+    client = falcon.testing.TestClient(create_app(hs_settings(), clock=clock, replay_store=DownStore()))
+    result = get(client, dpop_headers(bound_token()))
+    assert result.status_code == 503
+    assert result.json == {"code": "replay_store_unavailable", "description": ReplayStoreUnavailable.description}
+    assert result.headers["retry-after"] == "1"
+    assert "www-authenticate" not in result.headers
+    assert get(client, {"Authorization": f"Bearer {make_token()}"}).status_code == 200
+    assert client.simulate_get("/readyz").status_code == 200  # see README, "DPoP": a shared outage keeps pods in

@@ -78,20 +78,25 @@ def test_the_sqlite_store_purges_expired_rows_a_slice_per_second(tmp_path):
     assert left == 256  # only the fresh keys
 
 
-def test_concurrent_inserts_of_one_key_from_many_threads_let_exactly_one_win(store):
-    replays, _ = store
-    results, barrier = [], threading.Barrier(16)
+def race_threads(store, key: bytes, threads: int = 16) -> list[bool]:
+    """`first_use(key)` from `threads` threads released at once; their answers, sorted (False first)."""
+    results, barrier = [], threading.Barrier(threads)
 
     def insert():
         barrier.wait()
-        results.append(replays.first_use(KEY, 300))
+        results.append(store.first_use(key, 300))
 
-    threads = [threading.Thread(target=insert) for _ in range(16)]
-    for thread in threads:
+    running = [threading.Thread(target=insert) for _ in range(threads)]
+    for thread in running:
         thread.start()
-    for thread in threads:
+    for thread in running:
         thread.join()
-    assert sorted(results) == [False] * 15 + [True]
+    return sorted(results)
+
+
+def test_concurrent_inserts_of_one_key_from_many_threads_let_exactly_one_win(store):
+    replays, _ = store
+    assert race_threads(replays, KEY) == [False] * 15 + [True]
 
 
 RACER = """

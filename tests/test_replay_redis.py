@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from service.auth.replay import RedisReplayStore, replay_key
 from service.errors import ReplayStoreUnavailable
 from tests.redis_server import RedisServer, redis_server
+from tests.test_replay import race_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 0.25  # seconds: the store's deadline in these tests (DPOP_REPLAY_TIMEOUT's default)
@@ -55,19 +55,7 @@ def test_a_key_expires_with_its_ttl(redis):
 
 
 def test_concurrent_inserts_of_one_key_from_many_threads_let_exactly_one_win(redis):
-    store = store_for(redis)
-    key, results, barrier = unique("threads"), [], threading.Barrier(16)
-
-    def insert():
-        barrier.wait()
-        results.append(store.first_use(key, 30))
-
-    threads = [threading.Thread(target=insert) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(results) == [False] * 15 + [True]
+    assert race_threads(store_for(redis), unique("threads")) == [False] * 15 + [True]
 
 
 RACER = """
