@@ -4,7 +4,7 @@ Two instances sharing one Redis (DPOP_REPLAY_STORE) refuse each other's proofs a
 Then the faults, each with its own Redis and its own instance, under a modest load of fresh DPoP requests and
 Bearer requests: Redis stopped, paused (SIGSTOP), restarted empty, or asked with a wrong password. DPoP requests
 must fail closed (503 `replay_store_unavailable` with Retry-After, quickly), Bearer requests must not notice, and
-DPoP must come back by itself once Redis does.
+DPoP must come back by itself once Redis does. Last, gunicorn starting while Redis is down.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from service.auth import dpop
 from service.errors import ReplayStoreUnavailable
 from tests.factories import AUDIENCE, ISSUER, SECRET, bound_token, make_proof, wall_clock_token
 from tests.gunicorn_server import Response, Server, environment, gunicorn, wait_for_workers
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import RedisServer, redis_binary, redis_server
 
 PATH = "/secured/ping"
 PUBLIC_URL = "https://api.example.com"  # both replicas' PUBLIC_URL: one proof's htu is valid on either
@@ -423,3 +423,31 @@ def test_a_wrong_password_gets_dpop_503_and_never_reaches_the_logs(guarded_redis
         assert_failed_closed(load, down_from, down_until)
         assert_recovered(load, server, restored_at)
         assert_logs_clean(server, warned=True, secrets=(WRONG_PASSWORD, RIGHT_PASSWORD))
+
+
+# --- start-up ------------------------------------------------------------------------------------------------
+
+
+def test_gunicorn_starts_with_redis_down_and_serves_dpop_once_redis_starts(tmp_path):
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    later = RedisServer(redis_binary(), directory)  # its port is chosen, nothing listens on it yet
+    try:
+        with gunicorn(replica_environment(later.url), tmp_path) as server:
+            wait_for_workers(server)
+            assert server.process.poll() is None
+            assert STARTUP_WARNING in server.stderr.read_text()
+            token = token_now()
+            assert_unavailable(call(server, token, proof_for(local_url(server), token)))
+            assert server.get(token=wall_clock_token()).status == 200
+            assert server.get("/readyz").status == 200
+            assert server.get("/healthz").status == 200
+            later.start()
+            started_at = time.monotonic()
+            while (response := call(server, token, proof_for(local_url(server), token))).status != 200:
+                assert_unavailable(response)
+                assert time.monotonic() - started_at < RECOVERY, "DPoP still refused after Redis started"
+                time.sleep(0.05)
+            assert_logs_clean(server, warned=True)
+    finally:
+        later.stop()
