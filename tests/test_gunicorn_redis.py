@@ -24,7 +24,7 @@ from service import resources
 from service.auth import dpop
 from service.errors import ReplayStoreUnavailable
 from tests.factories import AUDIENCE, ISSUER, SECRET, bound_token, make_proof, wall_clock_token
-from tests.gunicorn_server import Response, Server, environment, gunicorn, wait_for_workers
+from tests.gunicorn_server import CONFIG_ERROR, Response, Server, environment, gunicorn, run_to_exit, wait_for_workers
 from tests.redis_server import RedisServer, redis_binary, redis_server
 
 PATH = "/secured/ping"
@@ -470,3 +470,15 @@ def test_gunicorn_starts_with_redis_down_and_serves_dpop_once_redis_starts(tmp_p
             assert_logs_clean(server, warned=True)
     finally:
         later.stop()
+
+
+def test_a_replay_store_url_with_an_option_redis_refuses_stops_the_start_with_one_line():
+    """A DPOP_REPLAY_STORE that redis-py cannot parse is a bad value like any other: one line naming the variable,
+    no traceback, and never the URL's password."""
+    status, stderr = run_to_exit(replica_environment(f"redis://:{WRONG_PASSWORD}@127.0.0.1:1/0?socket_timeout=abc"))
+    assert status == 1
+    lines = [line for line in stderr.splitlines() if line.startswith(CONFIG_ERROR)]
+    assert len(lines) == 1, stderr
+    assert "DPOP_REPLAY_STORE" in lines[0]
+    assert "Traceback" not in stderr
+    assert WRONG_PASSWORD not in stderr
