@@ -265,12 +265,27 @@ def _check_dpop(settings: Settings) -> None:
         # The value may hold a password: the message never repeats it.
         raise ConfigError("DPOP_REPLAY_STORE must be a redis:// or rediss:// URL (redis://host:port/db).")
     if store is not None:
-        try:
-            urlsplit(store).port  # noqa: B018 (raises ValueError for a port that is not a number)
-        except ValueError:
-            raise ConfigError("DPOP_REPLAY_STORE has a port that is not a number.") from None
+        _check_redis_url(store, password_too=settings.dpop_replay_store_password is not None)
     if settings.dpop_nonce_secret is not None and len(settings.dpop_nonce_secret) < MIN_NONCE_SECRET_BYTES:
         raise ConfigError(f"DPOP_NONCE_SECRET is too short: use at least {MIN_NONCE_SECRET_BYTES} random bytes.")
+
+
+def _check_redis_url(url: str, *, password_too: bool) -> None:
+    """redis://[user:password@]host[:port][/db], nothing more: options come from this service's own variables."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise ConfigError("DPOP_REPLAY_STORE has a port that is not a number.") from None
+    if not parts.hostname:
+        raise ConfigError("DPOP_REPLAY_STORE must name a host: redis://host:port/db.")
+    if parts.query or parts.fragment:
+        # redis-py would read options such as socket_timeout from the query, past DPOP_REPLAY_TIMEOUT.
+        raise ConfigError("DPOP_REPLAY_STORE takes no query options; use DPOP_REPLAY_TIMEOUT for the deadline.")
+    if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        raise ConfigError("DPOP_REPLAY_STORE's path must be a database number: redis://host:port/0.")
+    if password_too and parts.password:
+        raise ConfigError("DPOP_REPLAY_STORE has a password and DPOP_REPLAY_STORE_PASSWORD is set too: choose one.")
 
 
 def _public_url(value: str | None) -> str | None:

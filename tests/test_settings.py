@@ -246,7 +246,6 @@ def test_replay_store_and_nonce_settings_and_their_defaults():
     assert (result.dpop_nonce_secret, result.dpop_nonce_ttl) == (None, 300)
     configured = settings(
         DPOP_REPLAY_STORE="rediss://:pw@redis.internal:6380/2",
-        DPOP_REPLAY_STORE_PASSWORD="other",
         DPOP_REPLAY_TIMEOUT="0.1",
         DPOP_NONCE_SECRET="n" * 32,
         DPOP_NONCE_TTL="60",
@@ -254,7 +253,10 @@ def test_replay_store_and_nonce_settings_and_their_defaults():
     assert configured.dpop_replay_store == "rediss://:pw@redis.internal:6380/2"
     assert configured.dpop_replay_timeout == 0.1
     assert configured.dpop_nonce_secret == b"n" * 32
-    assert "pw@" not in repr(configured) and "other" not in repr(configured) and "nnnn" not in repr(configured)
+    assert "pw@" not in repr(configured) and "nnnn" not in repr(configured)
+    separate = settings(DPOP_REPLAY_STORE="redis://redis.internal:6379", DPOP_REPLAY_STORE_PASSWORD="other-pw")
+    assert separate.dpop_replay_store_password == "other-pw"
+    assert "other-pw" not in repr(separate)
 
 
 @pytest.mark.parametrize(
@@ -265,6 +267,13 @@ def test_replay_store_and_nonce_settings_and_their_defaults():
             "DPOP_REPLAY_STORE must be a redis:// or rediss:// URL",
         ),
         ({"DPOP_REPLAY_STORE": "redis://:secret-pw@redis:port"}, "DPOP_REPLAY_STORE has a port that is not a number."),
+        ({"DPOP_REPLAY_STORE": "redis://:secret-pw@redis:1/0?socket_timeout=3"}, "DPOP_REPLAY_STORE takes no query"),
+        ({"DPOP_REPLAY_STORE": "redis://:secret-pw@redis:1/zero"}, "DPOP_REPLAY_STORE's path must be a database"),
+        ({"DPOP_REPLAY_STORE": "redis://:secret-pw@:1/0"}, "DPOP_REPLAY_STORE must name a host"),
+        (
+            {"DPOP_REPLAY_STORE": "redis://:secret-pw@redis:1/0", "DPOP_REPLAY_STORE_PASSWORD": "x"},
+            "DPOP_REPLAY_STORE has a password and DPOP_REPLAY_STORE_PASSWORD is set too",
+        ),
         ({"DPOP_REPLAY_TIMEOUT": "0"}, "DPOP_REPLAY_TIMEOUT must be more than zero seconds."),
         ({"DPOP_NONCE_SECRET": "short"}, "DPOP_NONCE_SECRET is too short: use at least 32 random bytes."),
         ({"DPOP_NONCE_TTL": "-5"}, "DPOP_NONCE_TTL must be more than zero seconds."),
