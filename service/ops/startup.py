@@ -35,6 +35,9 @@ def load_or_exit(environ: Mapping[str, str]) -> Settings:
 
 def _check_replay_store(settings: Settings) -> None:
     """A Redis replay store that does not answer does not stop the start (DPoP requests get 503 until it does)."""
-    store = replay_store_for(settings)
+    try:
+        store = replay_store_for(settings)
+    except ValueError:  # what redis-py's URL parser raises; its message may repeat the URL, password included
+        raise ConfigError("DPOP_REPLAY_STORE is not a Redis URL redis-py can use (redis://host:port/db).") from None
     if isinstance(store, RedisReplayStore) and not store.ping():
         log.warning("the DPoP replay store (DPOP_REPLAY_STORE) does not answer; DPoP requests get 503 until it does")
