@@ -64,6 +64,8 @@ def env_values(container: dict) -> dict[str, str]:
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             assert ref["name"] == secret["metadata"]["name"]
+            if ref.get("optional") and ref["key"] not in secret["stringData"]:
+                continue  # an optional key the example leaves out: the pod runs without the variable
             values[variable["name"]] = secret["stringData"][ref["key"]]
         elif "resourceFieldRef" in source:
             ref = source["resourceFieldRef"]
@@ -221,3 +223,21 @@ def test_example_secret_holds_placeholders_only():
     assert "EXAMPLE" in (MANIFESTS / EXAMPLE_SECRET).read_text().splitlines()[0]
     assert set(secret["stringData"]) == {"AUTH0_DOMAIN", "JWT_AUDIENCE"}
     assert all("your-" in value or "example" in value for value in secret["stringData"].values())
+
+
+def test_the_dpop_replay_store_and_nonce_secret_come_from_the_secret_when_it_has_them(container):
+    refs = {
+        variable["name"]: variable["valueFrom"]["secretKeyRef"]
+        for variable in container["env"]
+        if "secretKeyRef" in variable.get("valueFrom", {})
+    }
+    for name in ("DPOP_REPLAY_STORE", "DPOP_NONCE_SECRET"):
+        assert refs[name] == {"name": "jwt-api-auth", "key": name, "optional": True}
+    environ = {
+        **env_values(container),
+        "DPOP_REPLAY_STORE": "rediss://:example-password@redis.example.internal:6380/0",
+        "DPOP_NONCE_SECRET": "example-nonce-secret-of-at-least-32-bytes",
+    }
+    settings = Settings.from_env(environ)
+    assert settings.dpop_replay_store.startswith("rediss://")
+    assert settings.dpop_nonce_secret is not None
