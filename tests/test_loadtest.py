@@ -96,10 +96,12 @@ def test_wrk_summary_is_parsed_with_its_units():
 
 
 def test_the_server_path_benchmark_times_every_scenario():
-    # A process of its own: it sets prometheus_client's multiprocess mode before importing the service.
+    # A process of its own: it sets prometheus_client's multiprocess mode before importing the service. It exits
+    # with an error unless every request is answered 200, so each DPoP proof it makes must be accepted once.
     command = [sys.executable, "-m", "loadtest.server_path", "20", "3"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    rows = completed.stdout.splitlines()[1:]
+    table, summary = completed.stdout.split("\n\n")
+    rows = table.splitlines()[1:]
     assert [row.rsplit(None, 2)[0] for row in rows] == [
         "ceiling /ping (bare Falcon)",
         "ceiling, token per request",
@@ -107,5 +109,9 @@ def test_the_server_path_benchmark_times_every_scenario():
         "hot /secured/ping (one token)",
         "cold HS256, 3 tokens, cache off",
         "cold RS256, 3 tokens, cache off",
+        "cold ES256, 3 tokens, cache off",
+        "DPoP, fresh ES256 proof, SQLite replay",
+        "DPoP, fresh ES256 proof, memory replay",
     ]
     assert all(float(row.split()[-2]) > 0 for row in rows)
+    assert summary.startswith("DPoP replay store, SQLite - memory: ")
