@@ -44,7 +44,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# A benchmark, not a test: DURATION, CONNECTIONS, WORKERS (and HS_TOKENS, RS_TOKENS, MEMORY_TOKENS) tune it.
+# A benchmark, not a test: DURATION, CONNECTIONS, WORKERS, ROUNDS (and HS_TOKENS, RS_TOKENS, ES_TOKENS,
+# MEMORY_TOKENS) tune it.
 loadtest: install
 	$(BIN)/python -m loadtest.run
 

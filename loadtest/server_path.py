@@ -7,8 +7,10 @@ writer around the app, over a socketpair.
 to run. This times the code a gthread worker runs for every request (parse, WSGI environ, app, headers,
 body), without the polling and thread hand-offs around it, so the differences between the ceiling and the
 service repeat to about a microsecond. Metrics count in prometheus_client's multiprocess mode, as under
-gunicorn (`METRICS=0` turns them off). Prints microseconds per request, best of 5 rounds. A benchmark, not a
-test.
+gunicorn (`METRICS=0` turns them off). DPoP requests carry one cached ES256 token and a fresh proof each, made
+right before the scenario, against the SQLite replay store a gunicorn master's workers share and against the
+in-memory one: the difference is the shared store's cost. Prints microseconds per request, best of 5 rounds.
+A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -18,23 +20,43 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 ROUNDS = 5
+WARM_UP = 100  # requests of a send-once scenario served first, untimed
 PEER, SERVER = ("127.0.0.1", 50000), ("127.0.0.1", 8000)
+HEAD = "Host: 127.0.0.1:8000\r\n"
+DPOP_URL = "http://127.0.0.1:8000/secured/ping"  # what the service makes of the request line and HEAD's Host
+SQLITE, MEMORY = "DPoP, fresh ES256 proof, SQLite replay", "DPoP, fresh ES256 proof, memory replay"
+
+# (name, app, requests): the requests are cycled through; a function instead makes them right before the
+# scenario is timed, and each is sent once (DPoP proofs: a second use is a replay, and they age).
+Scenario = tuple[str, Callable, list[bytes] | Callable[[], list[bytes]]]
 
 
 def raw_requests(path: str, tokens: list[str]) -> list[bytes]:
     """GET `path` as wrk sends it, once per token (or once without Authorization when there are none)."""
-    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+    head = f"GET {path} HTTP/1.1\r\n{HEAD}"
     return [
         (head + (f"Authorization: Bearer {token}\r\n" if token else "") + "\r\n").encode() for token in tokens or [""]
     ]
 
 
-def microseconds_per_request(app: Callable, requests: list[bytes], count: int) -> float:
-    """Serve `count` requests (cycling through `requests`) the way gunicorn's worker does; best of ROUNDS."""
+def dpop_requests(make_proofs: Callable[[int], list[str]], token: str, count: int) -> list[bytes]:
+    """GET /secured/ping as dpop_once.lua sends it: `token` with each of `count` fresh proofs."""
+    head = f"GET /secured/ping HTTP/1.1\r\n{HEAD}Authorization: DPoP {token}\r\n"
+    return [f"{head}DPoP: {proof}\r\n\r\n".encode() for proof in make_proofs(count)]
+
+
+def microseconds_per_request(app: Callable, requests: list[bytes], count: int, *, once: bool = False) -> float:
+    """Serve `count` requests the way gunicorn's worker does; best of ROUNDS. Every answer must be 200.
+
+    The requests are cycled through after a first, untimed pass over all of them; with `once` each is sent once,
+    in order: WARM_UP untimed, then ROUNDS * count timed.
+    """
     from gunicorn.config import Config
     from gunicorn.http import RequestParser, wsgi
 
@@ -52,35 +74,44 @@ def microseconds_per_request(app: Callable, requests: list[bytes], count: int) -
         client.recv(65536)
         return response.status
 
+    if once and len(requests) < WARM_UP + ROUNDS * count:
+        sys.exit(f"server_path: {len(requests)} requests to send once, fewer than {WARM_UP + ROUNDS * count}")
     with client, server:
-        for raw in requests:  # a first pass, untimed: every request must be answered 200
-            if not (status := serve(raw)).startswith("200"):
-                sys.exit(f"server_path: {status} for {raw.split(b' ', 2)[1].decode()}")
-        cycle, best = _cycle(requests), float("inf")
-        for _ in range(ROUNDS):
+        first, start = (requests[:WARM_UP], WARM_UP) if once else (requests, 0)
+        _check([serve(raw) for raw in first], first)
+        best = float("inf")
+        for n in range(ROUNDS):
+            if once:
+                batch = requests[start + n * count : start + (n + 1) * count]
+            else:
+                batch = [requests[i % len(requests)] for i in range(n * count, (n + 1) * count)]
             started = time.perf_counter()
-            for _ in range(count):
-                serve(next(cycle))
+            statuses = [serve(raw) for raw in batch]
             best = min(best, (time.perf_counter() - started) / count * 1e6)
+            _check(statuses, batch)
     return best
 
 
-def _cycle(items: list[bytes]) -> Iterator[bytes]:
-    while True:
-        yield from items
+def _check(statuses: list[str], requests: list[bytes]) -> None:
+    for status, raw in zip(statuses, requests, strict=True):
+        if not status.startswith("200"):
+            sys.exit(f"server_path: {status} for {raw.split(b' ', 2)[1].decode()}")
 
 
-def scenarios(folder: Path, distinct: int) -> list[tuple[str, Callable, list[bytes]]]:
-    """(name, app, requests) for the ceiling and the service; imported here, after the metrics mode is set."""
+def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
+    """The ceiling, the service with Bearer tokens and with DPoP; imported here, after the metrics mode is set."""
     from loadtest.ceiling import app as ceiling
-    from loadtest.run import AUDIENCE, ISSUER, RSA_KID, SECRET, rsa_signing_key, write_tokens
+    from loadtest.dpop import proof_key, proofs, thumbprint
+    from loadtest.run import AUDIENCE, EC_KID, ISSUER, RSA_KID, SECRET, ec_signing_key, rsa_signing_key, write_tokens
     from service.app import create_app
     from service.keys.keyset import KeySet
     from service.settings import Settings
 
     rsa_key, jwk = rsa_signing_key()
+    ec_key, ec_jwk = ec_signing_key()
     hs = write_tokens(folder / "hs.txt", distinct, SECRET, "HS256").read_text().split()
     rs = write_tokens(folder / "rs.txt", distinct, rsa_key, "RS256", RSA_KID).read_text().split()
+    es = write_tokens(folder / "es.txt", distinct, ec_key, "ES256", EC_KID).read_text().split()
     common = {"audiences": (AUDIENCE,), "issuer": ISSUER, "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"],
               "metrics": os.environ.get("METRICS", "1") != "0"}  # fmt: skip
     hs_settings = Settings(algorithms=("HS256",), secret=SECRET.encode(), **common)
@@ -88,6 +119,18 @@ def scenarios(folder: Path, distinct: int) -> list[tuple[str, Callable, list[byt
     cold_hs = create_app(Settings(algorithms=("HS256",), secret=SECRET.encode(), cache_size=0, **common))
     rs_settings = Settings(algorithms=("RS256",), jwks_file="unused.json", cache_size=0, **common)
     cold_rs = create_app(rs_settings, keys=KeySet.from_jwks({"keys": [jwk]}, ("RS256",)))
+    es_keys = KeySet.from_jwks({"keys": [ec_jwk]}, ("ES256",))
+    es_settings = Settings(algorithms=("ES256",), jwks_file="unused.json", **common)
+    cold_es = create_app(Settings(algorithms=("ES256",), jwks_file="unused.json", cache_size=0, **common), keys=es_keys)
+    # DPoP with the token cache on, as deployed; the SQLite store in a fresh directory, as gunicorn.conf.py makes.
+    replay_dir = tempfile.mkdtemp(prefix="jwt-api-dpop-", dir=folder)
+    dpop_sqlite = create_app(replace(es_settings, dpop_replay_dir=replay_dir), keys=es_keys)
+    dpop_memory = create_app(es_settings, keys=es_keys)
+    client_key, client_jwk = proof_key()
+    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": thumbprint(client_jwk)})
+    token = bound.read_text().strip()
+    make_proofs = partial(proofs, key=client_key, public_jwk=client_jwk, url=DPOP_URL, token=token)
+    fresh = partial(dpop_requests, make_proofs, token, WARM_UP + ROUNDS * count)
     return [
         ("ceiling /ping (bare Falcon)", ceiling, raw_requests("/ping", [])),
         ("ceiling, token per request", ceiling, raw_requests("/ping", hs)),
@@ -95,6 +138,9 @@ def scenarios(folder: Path, distinct: int) -> list[tuple[str, Callable, list[byt
         ("hot /secured/ping (one token)", service, raw_requests("/secured/ping", hs[:1])),
         (f"cold HS256, {distinct} tokens, cache off", cold_hs, raw_requests("/secured/ping", hs)),
         (f"cold RS256, {distinct} tokens, cache off", cold_rs, raw_requests("/secured/ping", rs)),
+        (f"cold ES256, {distinct} tokens, cache off", cold_es, raw_requests("/secured/ping", es)),
+        (SQLITE, dpop_sqlite, fresh),
+        (MEMORY, dpop_memory, fresh),
     ]
 
 
@@ -103,12 +149,16 @@ def main(count: int = 20_000, distinct: int = 5_000) -> list[dict]:
         # prometheus_client picks multiprocess mode at import: set it before anything imports it.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
         rows = []
-        for name, app, requests in scenarios(Path(scratch), distinct):
-            rows.append({"scenario": name, "us": round(microseconds_per_request(app, requests, count), 2)})
+        for name, app, requests in scenarios(Path(scratch), distinct, count):
+            once = callable(requests)
+            sent = requests() if once else requests
+            rows.append({"scenario": name, "us": round(microseconds_per_request(app, sent, count, once=once), 2)})
     ceiling = rows[0]["us"]
     print(f"{'scenario':<42}{'us/request':>12}{'- ceiling':>11}")
     for row in rows:
         print(f"{row['scenario']:<42}{row['us']:>12.1f}{row['us'] - ceiling:>+11.1f}")
+    us = {row["scenario"]: row["us"] for row in rows}
+    print(f"\nDPoP replay store, SQLite - memory: {us[SQLITE] - us[MEMORY]:+.1f} us per request")
     return rows
 
 

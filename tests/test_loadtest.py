@@ -6,28 +6,68 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from loadtest import run
 from tests.gunicorn_server import ROOT
 
 
-def test_loadtest_runs_every_scenario_against_real_gunicorn(tmp_path):
-    options = run.Options(duration=1, connections=8, hs_tokens=50, rs_tokens=10, memory_tokens=100,
-                          results=tmp_path / "latest.json")  # fmt: skip
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    results = tmp_path_factory.mktemp("loadtest") / "latest.json"
+    options = run.Options(duration=1, connections=8, hs_tokens=50, rs_tokens=10, es_tokens=10, memory_tokens=100,
+                          rounds=1, results=results)  # fmt: skip
     report = run.run(options)
-    assert json.loads((tmp_path / "latest.json").read_text()) == report
+    assert json.loads(results.read_text()) == report
+    return report
+
+
+def _is_dpop(scenario: str) -> bool:
+    return scenario.startswith("DPoP")
+
+
+def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
     scenarios = {result["scenario"]: result for result in report["results"]}
-    assert len(scenarios) == 11
+    assert len(scenarios) == 13
     assert scenarios["ceiling /ping (bare Falcon)"]["ratio"] == 1.0
     assert scenarios["ceiling, token per request"]["ratio_same_client"] == 1.0
     assert scenarios["cold RS256 (cache off)"]["client"] == "lua"
     assert scenarios["hot /secured/ping (one token)"]["client"] == "header"
     for result in scenarios.values():
         assert result["requests"] > 0
-        assert result["non_2xx"] == 0, result  # every token the harness makes is accepted
+        assert result["cpu_us_per_request"] > 0, result
         assert result["socket_errors"] == 0, result
+        if _is_dpop(result["scenario"]):  # some accepted, so the Lua script and the proofs work (all: see below)
+            assert result["non_2xx"] < result["requests"], result
+        else:
+            assert result["non_2xx"] == 0, result  # every token the harness makes is accepted
     memory = report["memory"]
     assert memory["requests"] >= 100 and memory["non_2xx"] == 0
     assert len(memory["rss_mb_after"]) == 2 and all(mb > 0 for mb in memory["rss_mb_after"].values())
+
+
+def test_loadtest_pairs_dpop_with_cold_es256_bearer(report):
+    scenarios = [result["scenario"] for result in report["results"]]
+    assert scenarios[-2:] == [
+        "cold ES256 bearer (cache off), round 1",
+        "DPoP, cached ES256 token + fresh proof, round 1",
+    ]
+    (pair,) = report["dpop"]["rounds"]
+    assert pair["ratio"] == report["dpop"]["median_ratio"] > 0
+    assert pair["cpu_ratio"] == report["dpop"]["median_cpu_ratio"] > 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service.auth.replay.SqliteReplayStore opens one sqlite3 connection per process with the default "
+    "check_same_thread=True, so a gthread worker's other threads get ProgrammingError -> 503 replay_store_unavailable "
+    "(fixed on main by 06df4c4: remove this mark there)",
+)
+def test_every_dpop_request_of_the_loadtest_is_answered_200(report):
+    # Each proof is sent once and made right before the scenario: a non-2xx is a replay, a stale or a broken proof.
+    # The proofs themselves are checked in one thread by test_the_server_path_benchmark_times_every_scenario.
+    dpop = [result for result in report["results"] if _is_dpop(result["scenario"])]
+    assert dpop and all(result["non_2xx"] == 0 for result in dpop), dpop
 
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8000/secured/ping
@@ -57,10 +97,12 @@ def test_wrk_summary_is_parsed_with_its_units():
 
 
 def test_the_server_path_benchmark_times_every_scenario():
-    # A process of its own: it sets prometheus_client's multiprocess mode before importing the service.
+    # A process of its own: it sets prometheus_client's multiprocess mode before importing the service. It exits
+    # with an error unless every request is answered 200, so each DPoP proof it makes must be accepted once.
     command = [sys.executable, "-m", "loadtest.server_path", "20", "3"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    rows = completed.stdout.splitlines()[1:]
+    table, summary = completed.stdout.split("\n\n")
+    rows = table.splitlines()[1:]
     assert [row.rsplit(None, 2)[0] for row in rows] == [
         "ceiling /ping (bare Falcon)",
         "ceiling, token per request",
@@ -68,5 +110,9 @@ def test_the_server_path_benchmark_times_every_scenario():
         "hot /secured/ping (one token)",
         "cold HS256, 3 tokens, cache off",
         "cold RS256, 3 tokens, cache off",
+        "cold ES256, 3 tokens, cache off",
+        "DPoP, fresh ES256 proof, SQLite replay",
+        "DPoP, fresh ES256 proof, memory replay",
     ]
     assert all(float(row.split()[-2]) > 0 for row in rows)
+    assert summary.startswith("DPoP replay store, SQLite - memory: ")
