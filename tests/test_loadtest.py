@@ -57,12 +57,6 @@ def test_loadtest_pairs_dpop_with_cold_es256_bearer(report):
     assert pair["cpu_ratio"] == report["dpop"]["median_cpu_ratio"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.auth.replay.SqliteReplayStore opens one sqlite3 connection per process with the default "
-    "check_same_thread=True, so a gthread worker's other threads get ProgrammingError -> 503 replay_store_unavailable "
-    "(fixed on main by 06df4c4: remove this mark there)",
-)
 def test_every_dpop_request_of_the_loadtest_is_answered_200(report):
     # Each proof is sent once and made right before the scenario: a non-2xx is a replay, a stale or a broken proof.
     # The proofs themselves are checked in one thread by test_the_server_path_benchmark_times_every_scenario.
