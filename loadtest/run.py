@@ -301,7 +301,8 @@ def run(options: Options) -> dict:
         with serve("service.app:app", options, **rs) as (url, pid):
             results.append(run_wrk(wrk, f"{options.rs_tokens} RS256 tokens, cache on", url + "/secured/ping",
                                    options, script_args=lua_rs, server=pid))  # fmt: skip
-        pairs = dpop_rounds(wrk, options, folder, es, es_tokens, ec_key)
+        with redis_store(folder) as redis_url:
+            pairs = dpop_rounds(wrk, options, folder, es, es_tokens, ec_key, redis_url)
         results += [result for pair in pairs for result in pair]
         # wrk runs for its whole duration even when every thread has stopped, so size it from the rate
         # of cold HS256 verifications measured above: each token once, with room to spare.
@@ -331,13 +332,44 @@ def run(options: Options) -> dict:
     return report
 
 
+@contextlib.contextmanager
+def redis_store(folder: Path) -> Iterator[str | None]:
+    """Debian's redis-server on a free loopback port for the DPoP replay store, or None when it is missing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("loadtest: redis-server is not installed; the DPoP scenario with the Redis store is left out")
+        yield None
+        return
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(folder)]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as probe:
+                probe.sendall(b"PING\r\n")
+                if probe.recv(16).startswith(b"+PONG"):
+                    break
+            if time.monotonic() > deadline:
+                sys.exit("loadtest: redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def dpop_rounds(wrk: str, options: Options, folder: Path, es: dict[str, str], es_tokens: Path,
-                ec_key: ec.EllipticCurvePrivateKey) -> list[tuple[Result, Result]]:  # fmt: skip
-    """ROUNDS pairs (cold ES256 bearer, DPoP), each scenario against a fresh server, one after the other.
+                ec_key: ec.EllipticCurvePrivateKey, redis_url: str | None = None,
+                ) -> list[tuple[Result, ...]]:  # fmt: skip
+    """ROUNDS of (cold ES256 bearer, DPoP, DPoP with Redis), each against a fresh server, one after the other.
 
     Both verify one ES256 signature per request: the bearer token's (cache off), or the DPoP proof's (the bound
     token, ES256 too, is cached). The DPoP server runs as deployed, its workers sharing gunicorn.conf.py's
-    SQLite replay store; its proofs are made right before it is driven, for the URL wrk requests.
+    SQLite replay store; with `redis_url`, a third server records the proofs in that Redis instead
+    (DPOP_REPLAY_STORE), as several replicas would. Proofs are made right before each DPoP server is driven,
+    for the URL wrk requests.
     """
     client_key, client_jwk = proof_key()
     bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": thumbprint(client_jwk)})
@@ -354,15 +386,24 @@ def dpop_rounds(wrk: str, options: Options, folder: Path, es: dict[str, str], es
             dpop = run_wrk(wrk, f"DPoP, cached ES256 token + fresh proof, round {n}", url + "/secured/ping",
                            options, duration=duration, script=LUA_DPOP,
                            script_args=(token, str(proofs), str(options.wrk_threads)), server=pid)  # fmt: skip
-        pairs.append((bearer, dpop))
+        if redis_url is None:
+            pairs.append((bearer, dpop))
+            continue
+        with serve("service.app:app", options, DPOP_REPLAY_STORE=redis_url, **es) as (url, pid):
+            proofs = write_proofs(folder / "proofs.txt", count, client_key, client_jwk, url + "/secured/ping", token)
+            redis = run_wrk(wrk, f"DPoP, Redis replay store, round {n}", url + "/secured/ping",
+                            options, duration=duration, script=LUA_DPOP,
+                            script_args=(token, str(proofs), str(options.wrk_threads)), server=pid)  # fmt: skip
+        pairs.append((bearer, dpop, redis))
     return pairs
 
 
-def dpop_summary(pairs: list[tuple[Result, Result]]) -> dict:
+def dpop_summary(pairs: list[tuple[Result, ...]]) -> dict:
     """Per round and as medians: DPoP's req/s over cold ES256 bearer's, and bearer's CPU per request over DPoP's
-    (both ratios are what DPoP gets done for bearer's work, for a target such as >= 0.85)."""
+    (both ratios are what DPoP gets done for bearer's work, for a target such as >= 0.85); with the Redis store,
+    its req/s and CPU per request against the host-local store's (what sharing the record costs)."""
     rounds = []
-    for bearer, dpop in pairs:
+    for bearer, dpop, *redis in pairs:
         cpu_ratio = None
         if bearer.cpu_us_per_request and dpop.cpu_us_per_request:
             cpu_ratio = round(bearer.cpu_us_per_request / dpop.cpu_us_per_request, 3)
@@ -371,12 +412,29 @@ def dpop_summary(pairs: list[tuple[Result, Result]]) -> dict:
                        "bearer_cpu_us": bearer.cpu_us_per_request, "dpop_cpu_us": dpop.cpu_us_per_request,
                        "cpu_ratio": cpu_ratio, "bearer_p99_ms": bearer.p99_ms, "dpop_p99_ms": dpop.p99_ms,
                        "dpop_non_2xx": dpop.non_2xx})  # fmt: skip
+        if redis:
+            rounds[-1].update(_redis_ratios(dpop, redis[0]))
     cpu_ratios = [r["cpu_ratio"] for r in rounds if r["cpu_ratio"] is not None]
+    redis_ratios = [r["redis_ratio"] for r in rounds if "redis_ratio" in r]
+    redis_cpu = [r["redis_cpu_ratio"] for r in rounds if r.get("redis_cpu_ratio") is not None]
     return {
         "rounds": rounds,
         "median_ratio": round(statistics.median(r["ratio"] for r in rounds), 3) if rounds else None,
         "median_cpu_ratio": round(statistics.median(cpu_ratios), 3) if cpu_ratios else None,
+        "median_redis_ratio": round(statistics.median(redis_ratios), 3) if redis_ratios else None,
+        "median_redis_cpu_ratio": round(statistics.median(redis_cpu), 3) if redis_cpu else None,
     }
+
+
+def _redis_ratios(local: Result, redis: Result) -> dict:
+    """The Redis store's req/s over the host-local store's, and the host-local store's CPU per request over
+    Redis's (1.00: sharing the record costs nothing)."""
+    cpu = None
+    if local.cpu_us_per_request and redis.cpu_us_per_request:
+        cpu = round(local.cpu_us_per_request / redis.cpu_us_per_request, 3)
+    return {"redis_rps": redis.requests_per_second, "redis_ratio": round(redis.requests_per_second /
+            max(local.requests_per_second, 1.0), 3), "redis_cpu_us": redis.cpu_us_per_request,
+            "redis_cpu_ratio": cpu, "redis_p99_ms": redis.p99_ms, "redis_non_2xx": redis.non_2xx}  # fmt: skip
 
 
 def _with_ratios(result: Result, ceilings: dict[str, Result]) -> Result:
@@ -402,6 +460,14 @@ def print_report(report: dict) -> None:
         cpu = ", ".join(f"{r['cpu_ratio']:.2f}" if r["cpu_ratio"] else "-" for r in dpop["rounds"])
         print(f"\nDPoP / cold ES256 bearer, req/s: {ratios}; median {dpop['median_ratio']:.2f}")
         print(f"cold ES256 bearer / DPoP, server CPU per request: {cpu}; median {dpop['median_cpu_ratio'] or 0:.2f}")
+        if dpop["median_redis_ratio"] is not None:
+            redis = ", ".join(f"{r['redis_ratio']:.2f}" for r in dpop["rounds"])
+            redis_cpu = ", ".join(
+                f"{r['redis_cpu_ratio']:.2f}" if r["redis_cpu_ratio"] else "-" for r in dpop["rounds"]
+            )
+            print(f"DPoP, Redis store / host-local store, req/s: {redis}; median {dpop['median_redis_ratio']:.2f}")
+            print(f"DPoP, host-local / Redis store, server CPU per request: {redis_cpu}; "
+                  f"median {dpop['median_redis_cpu_ratio'] or 0:.2f}")  # fmt: skip
     memory = report["memory"]
     before, after = list(memory["rss_mb_before"].values()), list(memory["rss_mb_after"].values())
     print(f"\nmemory: {memory['requests']} requests ({memory['non_2xx']} non-2xx); resident MB per worker "

@@ -28,7 +28,7 @@ def _is_dpop(scenario: str) -> bool:
 
 def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
     scenarios = {result["scenario"]: result for result in report["results"]}
-    assert len(scenarios) == 13
+    assert len(scenarios) == 14  # with round 1 of cold ES256 bearer, DPoP, and DPoP on Redis
     assert scenarios["ceiling /ping (bare Falcon)"]["ratio"] == 1.0
     assert scenarios["ceiling, token per request"]["ratio_same_client"] == 1.0
     assert scenarios["cold RS256 (cache off)"]["client"] == "lua"
@@ -46,15 +46,18 @@ def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
     assert len(memory["rss_mb_after"]) == 2 and all(mb > 0 for mb in memory["rss_mb_after"].values())
 
 
-def test_loadtest_pairs_dpop_with_cold_es256_bearer(report):
+def test_loadtest_pairs_dpop_with_cold_es256_bearer_and_the_redis_store_with_the_host_local_one(report):
     scenarios = [result["scenario"] for result in report["results"]]
-    assert scenarios[-2:] == [
+    assert scenarios[-3:] == [
         "cold ES256 bearer (cache off), round 1",
         "DPoP, cached ES256 token + fresh proof, round 1",
+        "DPoP, Redis replay store, round 1",
     ]
     (pair,) = report["dpop"]["rounds"]
     assert pair["ratio"] == report["dpop"]["median_ratio"] > 0
     assert pair["cpu_ratio"] == report["dpop"]["median_cpu_ratio"] > 0
+    assert pair["redis_ratio"] == report["dpop"]["median_redis_ratio"] > 0
+    assert pair["redis_non_2xx"] == 0
 
 
 def test_every_dpop_request_of_the_loadtest_is_answered_200(report):
