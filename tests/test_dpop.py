@@ -447,3 +447,12 @@ def test_a_store_that_does_not_answer_gives_dpop_requests_503_and_leaves_bearer_
     assert "www-authenticate" not in result.headers
     assert get(client, {"Authorization": f"Bearer {make_token()}"}).status_code == 200
     assert client.simulate_get("/readyz").status_code == 200  # see README, "DPoP": a shared outage keeps pods in
+
+
+def test_jwk_members_of_the_wrong_type_are_a_bad_header_not_an_unexpected_error(verifier, caplog):
+    jwk = {k: v for k, v in public_jwk(DPOP_KEY, "x").items() if k != "kid"}
+    for broken in ({**jwk, "x": ["not", "a", "string"]}, {**jwk, "y": {"a": 1}}, {**jwk, "crv": None}):
+        with pytest.raises(InvalidDpopProof) as raised:
+            check(verifier, make_proof(TOKEN, jwk=broken))
+        assert raised.value.description == dpop.BAD_HEADER
+    assert "unexpected" not in caplog.text

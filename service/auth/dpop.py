@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_PROOF_LENGTH = 4096  # characters; a proof with an RSA-4096 key is about 1.5 KiB
 MAX_JTI_LENGTH = 256
-KEY_CACHE_SIZE = 1024  # prepared proof keys, by thumbprint: a client signs many proofs with one key
+KEY_CACHE_SIZE = 1024  # prepared proof keys: a client signs many proofs with one key
 
 MALFORMED = "DPoP proof is malformed"
 TOO_LARGE = "DPoP proof is too large"
@@ -113,7 +113,8 @@ class ProofVerifier:
         self._max_age = max_age
         self._leeway = leeway
         self._clock = clock
-        self._keys: OrderedDict[tuple[str, str], VerificationKey] = OrderedDict()
+        # (the JWK's RFC 7638 members, algorithm) -> (prepared key, thumbprint)
+        self._keys: OrderedDict[tuple[tuple, str], tuple[VerificationKey, str]] = OrderedDict()
         self._lock = threading.Lock()
 
     def verify(self, proof: str, *, method: str, url: str | None, access_token: str) -> Proof:
@@ -173,16 +174,23 @@ class ProofVerifier:
         return iat + self._max_age - now
 
     def _key(self, jwk: object, algorithm: str) -> tuple[VerificationKey, str]:
-        """The proof's public key prepared for `algorithm`, and its thumbprint; cached by thumbprint."""
+        """The proof's public key prepared for `algorithm`, and its thumbprint; cached by the key's members."""
         if type(jwk) is not dict or not _PRIVATE_MEMBERS.isdisjoint(jwk) or not algorithms.key_fits(algorithm, jwk):
             raise InvalidDpopProof(BAD_HEADER)
+        members = _THUMBPRINT_MEMBERS.get(jwk.get("kty"))
+        if members is None:
+            raise InvalidDpopProof(BAD_HEADER)
+        # The members RFC 7638 hashes define the key, so they find a key prepared before, and its thumbprint,
+        # without hashing them again (json.dumps and SHA-256 were about 4.5 us of every proof).
+        defining = tuple(jwk.get(name) for name in members)
+        if not all(type(value) is str for value in defining):
+            raise InvalidDpopProof(BAD_HEADER)
+        cached = self._keys.get((defining, algorithm))
+        if cached is not None:
+            return cached
         key_thumbprint = thumbprint(jwk)
         if key_thumbprint is None:
             raise InvalidDpopProof(BAD_HEADER)
-        # The thumbprint covers every member that defines the key, so one thumbprint is one key.
-        cached = self._keys.get((key_thumbprint, algorithm))
-        if cached is not None:
-            return cached, key_thumbprint
         try:
             public = jwt.PyJWK(jwk, algorithms.pyjwt_name(algorithm)).key
         except (jwt.PyJWTError, ValueError, TypeError):
@@ -194,7 +202,7 @@ class ProofVerifier:
         except ValueError:
             raise InvalidDpopProof(BAD_HEADER) from None
         with self._lock:
-            self._keys[(key_thumbprint, algorithm)] = key
+            self._keys[(defining, algorithm)] = (key, key_thumbprint)
             while len(self._keys) > KEY_CACHE_SIZE:
                 self._keys.popitem(last=False)
         return key, key_thumbprint

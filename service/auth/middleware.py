@@ -181,7 +181,7 @@ class AuthMiddleware:
         try:
             scheme, token = credentials(req.get_header("Authorization"))
             if scheme is BEARER and self._bearer:
-                if self._dpop is not None and req.get_header("DPoP") is not None:
+                if self._dpop is not None and "HTTP_DPOP" in req.env:  # a dict lookup: every Bearer request pays it
                     raise InvalidHeader(errors.DPOP_HEADER_WITH_BEARER)
                 claims = self._verifier.verify(token)
                 if "cnf" in claims:  # bound to a key (any confirmation method): a bearer request proves nothing
