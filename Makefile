@@ -11,9 +11,9 @@ SCOPE ?=
 .PHONY: install run token test lint loadtest clean
 
 # Bootstrap output goes to stderr so `$(make -s token)` captures only the token.
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) >&2
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt >&2
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt >&2
 	@touch $@
 
 install: $(BIN)/.installed
