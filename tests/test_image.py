@@ -71,6 +71,8 @@ MAX_IMAGE_BYTES = 200_000_000
 PRE_STOP = API["lifecycle"]["preStop"]["exec"]["command"]
 TMP = "/tmp"  # noqa: S108 (the one writable directory the manifest mounts)
 GRACE = POD["terminationGracePeriodSeconds"]
+WORKERS = int(env_values(API)["WEB_CONCURRENCY"])  # the CPU limit
+MEMORY_LIMIT = API["resources"]["limits"]["memory"]
 
 
 def podman(*arguments: str, timeout: float = COMMAND_TIMEOUT, check: bool = True) -> str:
@@ -216,7 +218,7 @@ def run_arguments(keys: Path) -> list[str]:
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    memory = f"{mebibytes(limits['memory'])}m"
+    memory = f"{mebibytes(MEMORY_LIMIT)}m"
     arguments = [
         *RUNTIME,
         "--user",
@@ -250,7 +252,7 @@ def running(image: str, keys: Path) -> Iterator[Container]:
     """The image running detached until the block ends, then removed (stopped first if it still runs)."""
     port = free_port()
     name = f"jwt-api-test-{os.getpid()}-{port}"
-    (container_port,) = [port["containerPort"] for port in API["ports"]]
+    (container_port,) = [entry["containerPort"] for entry in API["ports"]]
     podman(
         "run",
         "--detach",
@@ -374,13 +376,29 @@ def test_public_and_secured_pings_readyz_and_metrics_answer(container):
 
 def test_every_process_runs_as_uid_10001_with_no_capabilities_and_no_new_privileges(container):
     processes = host_processes(container.state()["Pid"])  # rootful podman: no user namespace, host ids are the ids
-    assert len(processes) == 1 + int(container_environment("")["WEB_CONCURRENCY"])  # the master and its workers
+    assert len(processes) == 1 + WORKERS  # the master and its workers
     for proc in processes:
         fields = status_fields(proc)
         assert fields["Uid"].split() == ["10001"] * 4, proc  # real, effective, saved and filesystem
         assert fields["Gid"].split() == ["10001"] * 4, proc
         assert int(fields["CapEff"], 16) == int(fields["CapPrm"], 16) == int(fields["CapBnd"], 16) == 0, proc
         assert fields["NoNewPrivs"] == "1", proc
+
+
+def test_master_and_workers_serve_within_the_memory_limit(container):
+    assert container.get("/secured/ping", wall_clock_token("RS256")).status == 200
+    script = (
+        "from pathlib import Path\n"
+        "v1, v2 = Path('/sys/fs/cgroup/memory'), Path('/sys/fs/cgroup')\n"
+        "limit, usage = (v1 / 'memory.limit_in_bytes', v1 / 'memory.usage_in_bytes') if v1.is_dir() else"
+        " (v2 / 'memory.max', v2 / 'memory.current')\n"
+        "print(limit.read_text().strip(), usage.read_text().strip())"
+    )
+    limit, usage = map(int, podman("exec", container.name, "python3", "-c", script).split())
+    print(f"memory: {usage / 2**20:.1f} MiB of {limit / 2**20:.0f} MiB, master and {WORKERS} workers")
+    assert limit == mebibytes(MEMORY_LIMIT) * 2**20
+    assert usage < limit
+    assert not container.state()["OOMKilled"]
 
 
 def test_only_tmp_is_writable_and_only_tmp_is_written(container):
@@ -434,7 +452,7 @@ def test_sigterm_during_a_request_lets_it_complete_and_exits_0_within_the_grace_
 
 def wait_for_idle_workers_to_exit(container: Container) -> None:
     """Waits until gunicorn handled SIGTERM and every worker but the one holding the request has exited."""
-    idle = int(container_environment("")["WEB_CONCURRENCY"]) - 1
+    idle = WORKERS - 1
     deadline = time.monotonic() + COMMAND_TIMEOUT
     while time.monotonic() < deadline:
         logs = container.logs()
