@@ -27,7 +27,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.ops.metrics import FLUSH_INTERVAL
 from service.settings import DEFAULT_PORT
+from tests import scrape
 from tests.factories import AUDIENCE, ISSUER, default_jwks, wall_clock_token, write_jwks
 from tests.gunicorn_server import Response, free_port
 from tests.test_deploy_kubernetes import env_values
@@ -67,6 +69,7 @@ BASE_TIMEOUT = 600.0  # seconds for mmdebstrap and podman import (about a minute
 BUILD_TIMEOUT = 600.0  # seconds for make image (about 15 s here once the base exists)
 START_TIMEOUT = 30.0  # seconds for a started container to answer /healthz
 COMMAND_TIMEOUT = 60.0  # seconds for any other podman command
+METRICS_FLUSHED_WITHIN = FLUSH_INTERVAL * 3 + 2  # seconds: a worker's background flush, with room for a loaded machine
 MAX_IMAGE_BYTES = 200_000_000
 PRE_STOP = API["lifecycle"]["preStop"]["exec"]["command"]
 TMP = "/tmp"  # noqa: S108 (the one writable directory the manifest mounts)
@@ -291,7 +294,14 @@ def container(image, keys) -> Iterator[Container]:
 
 def in_image(image: str, script: str) -> str:
     """Output of a Python script run in a fresh container of `image` (with no network), removed afterwards."""
-    return podman("run", "--rm", "--network", "none", *RUNTIME, "--entrypoint", "python3", image, "-c", script)
+    name = f"jwt-api-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        # Removed apart rather than with --rm: the script's exit status is then the one podman reports.
+        return podman(
+            "run", "--name", name, "--network", "none", *RUNTIME, "--entrypoint", "python3", image, "-c", script
+        )
+    finally:
+        podman("rm", "--force", "--time", "0", "--ignore", name, check=False)
 
 
 def host_processes(pid: int) -> list[Path]:
@@ -369,9 +379,19 @@ def test_public_and_secured_pings_readyz_and_metrics_answer(container):
     assert container.get("/secured/ping").status == 401
     ready = container.get("/readyz")
     assert (ready.status, ready.json()) == (200, {"status": "ready"})
-    metrics = container.get("/metrics")
-    assert metrics.status == 200
-    assert 'jwt_api_requests_total{route="/secured/ping",status="200"}' in metrics.text
+    assert wait_for_secured_pings_in_metrics(container) >= 1
+
+
+def wait_for_secured_pings_in_metrics(container: Container) -> float:
+    """The 200s to /secured/ping that /metrics counts, once it counts any: another worker's are up to a flush late."""
+    deadline = time.monotonic() + METRICS_FLUSHED_WITHIN
+    while True:
+        metrics = container.get("/metrics")
+        assert metrics.status == 200
+        count = scrape.value(metrics.text, "jwt_api_requests_total", route="/secured/ping", status="200")
+        if count or time.monotonic() > deadline:
+            return count
+        time.sleep(0.1)
 
 
 def test_every_process_runs_as_uid_10001_with_no_capabilities_and_no_new_privileges(container):
