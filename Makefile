@@ -13,9 +13,9 @@ METHOD ?= GET
 .PHONY: install run token proof test lint loadtest clean
 
 # Bootstrap output goes to stderr so `$(make -s token)` captures only the token.
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) >&2
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt >&2
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt >&2
 	@touch $@
 
 install: $(BIN)/.installed
@@ -48,6 +48,21 @@ lint: install
 # MEMORY_TOKENS) tune it.
 loadtest: install
 	$(BIN)/python -m loadtest.run
+
+# The container image (Dockerfile) with podman, or docker when there is no podman; see the README's "Container image".
+# IMAGE names it; IMAGE_BASE, IMAGE_VERSION and IMAGE_SOURCE become build arguments; IMAGE_BUILD_FLAGS go to the build.
+CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
+IMAGE ?= jwt-api
+IMAGE_BASE ?=
+IMAGE_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGE_SOURCE ?= $(shell git remote get-url origin 2>/dev/null | grep '^https://')
+IMAGE_BUILD_FLAGS ?=
+
+.PHONY: image
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: neither podman nor docker is installed" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) $(if $(IMAGE_BASE),--build-arg BASE=$(IMAGE_BASE)) \
+		--build-arg VERSION=$(IMAGE_VERSION) --build-arg SOURCE=$(IMAGE_SOURCE) --tag $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) $(DEV_DIR) .pytest_cache .ruff_cache

@@ -1,7 +1,10 @@
 """deploy/kubernetes: the manifests parse, agree with each other and with the service they run.
 
 Ports, probe paths, environment variable names and the shutdown timing are checked against the service's
-own code (service.settings, the app's routes, gunicorn.conf.py), so a change on either side fails here.
+own code (service.settings, the app's routes, gunicorn.conf.py), so a change on either side fails here. Every
+Kubernetes object is also validated, strictly, against the published OpenAPI schemas that kubernetes-validate
+carries: those of the oldest release kustomization.yaml claims and of the newest one the package has.
+tests/test_image.py runs the image the way deployment.yaml does.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import falcon.testing
 import pytest
 import yaml
+from kubernetes_validate import utils as kubernetes_validate
 
 from service.app import create_app
 from service.settings import DEFAULT_PORT, ConfigError, Settings
@@ -21,6 +25,7 @@ from tests.factories import hs_settings
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 EXAMPLE_SECRET = "secret.example.yaml"
+KUSTOMIZATION = "kustomization.yaml"  # kustomize's own kind: no Kubernetes schema has it
 
 
 def load(name: str) -> dict:
@@ -87,6 +92,17 @@ def gunicorn_graceful_timeout() -> int:
     match = re.search(r"^graceful_timeout\s*=\s*(\d+)\s*$", (ROOT / "gunicorn.conf.py").read_text(), re.M)
     assert match, "gunicorn.conf.py sets no graceful_timeout"
     return int(match.group(1))
+
+
+def oldest_supported_kubernetes() -> str:
+    """The oldest Kubernetes release (major.minor) the manifests claim to support, from kustomization.yaml."""
+    match = re.search(r"Kubernetes (\d+\.\d+) or newer", (MANIFESTS / KUSTOMIZATION).read_text())
+    assert match, f"{KUSTOMIZATION} names no oldest supported Kubernetes release"
+    return match.group(1)
+
+
+SCHEMA_VERSIONS = (oldest_supported_kubernetes(), kubernetes_validate.major_minor(kubernetes_validate.latest_version()))
+KUBERNETES_OBJECTS = sorted(path.name for path in MANIFESTS.glob("*.yaml") if path.name != KUSTOMIZATION)
 
 
 def test_every_manifest_is_one_kubernetes_object_named_jwt_api():
@@ -241,3 +257,36 @@ def test_the_dpop_replay_store_and_nonce_secret_come_from_the_secret_when_it_has
     settings = Settings.from_env(environ)
     assert settings.dpop_replay_store.startswith("rediss://")
     assert settings.dpop_nonce_secret is not None
+
+
+def test_oldest_supported_kubernetes_is_a_release_kubernetes_validate_has_schemas_for():
+    # validate() quietly falls back to an older release's schemas, so the claimed one must really be there.
+    carried = {kubernetes_validate.major_minor(version) for version in kubernetes_validate.all_versions()}
+    assert SCHEMA_VERSIONS[0] in carried, sorted(carried)
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+@pytest.mark.parametrize("name", KUBERNETES_OBJECTS)
+def test_manifest_is_valid_in_strict_mode_against_the_kubernetes_schemas(name, version):
+    # Strict: a property the schema does not define (a misspelled field, one from a newer release) is an error,
+    # where kubectl would drop it with at most a warning.
+    try:
+        validated = kubernetes_validate.validate(load(name), version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        pytest.fail(f"{name}, Kubernetes {version}: {'.'.join(map(str, error.path))}: {error.message}")
+    assert validated == version  # these schemas, not an older release's
+
+
+def test_only_the_kustomization_has_no_kubernetes_schema():
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate(load(KUSTOMIZATION), SCHEMA_VERSIONS[-1], strict=True)
+    assert {path.name for path in MANIFESTS.glob("*.yaml")} - set(KUBERNETES_OBJECTS) == {KUSTOMIZATION}
+
+
+def test_strict_schema_validation_refuses_a_misspelled_field():
+    misspelled = load("deployment.yaml")
+    (api,) = misspelled["spec"]["template"]["spec"]["containers"]
+    api["readinesProbe"] = api.pop("readinessProbe")
+    kubernetes_validate.validate(misspelled, SCHEMA_VERSIONS[-1], strict=False)  # lax schemas let it through
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(misspelled, SCHEMA_VERSIONS[-1], strict=True)
