@@ -68,13 +68,18 @@ def test_check_hides_the_replay_store_password_and_the_nonce_secret(monkeypatch,
         "JWT_AUDIENCE": AUDIENCE,
         "JWT_SECRET": SECRET,
         "DPOP_REPLAY_STORE": "redis://user:hunter2-pw@127.0.0.1:1/0",  # nothing listens: check only warns
-        "DPOP_REPLAY_STORE_PASSWORD": "second-pw",
         "DPOP_NONCE_SECRET": "z" * 40,
     }
     monkeypatch.setattr("os.environ", environ)
     assert main(["check"]) == 0
     out = capsys.readouterr().out
     assert "dpop_replay_store = redis://<credentials hidden>@127.0.0.1:1/0" in out
-    assert "dpop_replay_store_password = <9 bytes, hidden>" in out
     assert "dpop_nonce_secret = <40 bytes, hidden>" in out
-    assert "hunter2" not in out and "second-pw" not in out and "z" * 40 not in out
+    assert "hunter2" not in out and "z" * 40 not in out
+    environ = {**environ, "DPOP_REPLAY_STORE": "redis://127.0.0.1:1/0", "DPOP_REPLAY_STORE_PASSWORD": "second-pw"}
+    monkeypatch.setattr("os.environ", environ)
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "dpop_replay_store = redis://127.0.0.1:1/0" in out
+    assert "dpop_replay_store_password = <9 bytes, hidden>" in out
+    assert "second-pw" not in out
