@@ -43,6 +43,7 @@ from tests.factories import (
     public_jwk,
     segment,
 )
+from tests.test_attacks import _r, _rs, _s  # the ES256 (r, s) helpers of the token attacks
 
 METADATA_URL = "http://falconframework.org/.well-known/oauth-protected-resource"
 ALGS = 'algs="ES256 ES384 PS256 RS256 EdDSA"'
@@ -558,18 +559,6 @@ def test_a_jwk_coordinate_encoded_another_way_names_another_thumbprint(service, 
 
 
 # --- signature ---------------------------------------------------------------------------------------------
-
-
-def _rs(r: int, s: int) -> bytes:
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def _r(sig: bytes) -> int:
-    return int.from_bytes(sig[:32], "big")
-
-
-def _s(sig: bytes) -> int:
-    return int.from_bytes(sig[32:], "big")
 
 
 SIGNATURE_CASES = [

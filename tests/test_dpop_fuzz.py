@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 
 import falcon.testing
@@ -34,7 +33,16 @@ from tests.factories import (
     public_jwk,
     segment,
 )
-from tests.test_fuzz import FUZZ, HEADER_TEXT, JSON_VALUES, SCHEMES, SEGMENT_TEXT, is_strict_json, unsegment
+from tests.test_fuzz import (
+    FUZZ,
+    HEADER_TEXT,
+    JSON_VALUES,
+    SCHEMES,
+    SEGMENT_TEXT,
+    _as_seconds,
+    is_strict_json,
+    unsegment,
+)
 
 TOKEN = bound_token()  # HS256, bound to DPOP_KEY, valid at the fake clock's NOW
 ALGORITHMS = get_default_algorithms()
@@ -234,17 +242,6 @@ ACCEPTED_HTUS = {
     "http://FALCONFRAMEWORK.org:80/secured/%70ing?q",
     "HTTP://falconframework.org/secured/ping#f",
 }
-
-
-def _as_seconds(value: object) -> float | None:
-    """A time claim as seconds, or None when it is no finite JSON number a float can hold."""
-    if type(value) not in (int, float):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:
-        return None
-    return seconds if math.isfinite(seconds) else None
 
 
 def expected_outcome(name: str, body: dict) -> tuple[str, str] | None:
