@@ -18,10 +18,21 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from service import resources
 from service.app import create_app
+from service.errors import ReplayStoreUnavailable
 from service.keys.fetch import FetchError
 from service.keys.jwks import RemoteKeySet
 from service.ops.metrics import CONTENT_TYPE, UNMATCHED, Metrics, RequestMetrics
-from tests.factories import RSA_KEY, FakeClock, hs_settings, jwks, jwks_settings, make_token, public_jwk
+from tests.factories import (
+    RSA_KEY,
+    FakeClock,
+    bound_token,
+    dpop_headers,
+    hs_settings,
+    jwks,
+    jwks_settings,
+    make_token,
+    public_jwk,
+)
 from tests.gunicorn_server import ROOT
 from tests.scrape import total, value
 
@@ -227,3 +238,34 @@ def test_a_worker_that_exits_flushes_what_it_counted_since_the_last_flush(tmp_pa
     assert value(text, OUTCOMES, outcome="ok", scheme="bearer") == 1
     assert value(text, "jwt_api_request_duration_seconds_sum", route="/secured/ping") == pytest.approx(0.003)
     assert value(text, "jwt_api_request_duration_seconds_bucket", route="/secured/ping", le="0.005") == 1
+
+
+REPLAY_CHECKS = "jwt_api_dpop_replay_checks_total"
+
+
+class _DownStore:
+    def first_use(self, key, ttl):
+        raise ReplayStoreUnavailable(1)
+
+
+def test_dpop_replay_checks_are_counted_by_outcome_and_timed(clock):
+    client = falcon.testing.TestClient(create_app(hs_settings(), clock=clock))
+    headers = dpop_headers(bound_token())
+    client.simulate_get("/secured/ping", headers=headers)  # first use
+    client.simulate_get("/secured/ping", headers=headers)  # replayed
+    down = falcon.testing.TestClient(create_app(hs_settings(), clock=clock, replay_store=_DownStore()))
+    down.simulate_get("/secured/ping", headers=dpop_headers(bound_token()))
+    text, down_text = scrape(client), scrape(down)
+    assert value(text, REPLAY_CHECKS, outcome="ok") == 1
+    assert value(text, REPLAY_CHECKS, outcome="replayed") == 1
+    assert value(text, REPLAY_CHECKS, outcome="error") == 0
+    assert value(text, "jwt_api_dpop_replay_check_duration_seconds_count") == 2
+    assert value(text, "jwt_api_dpop_replay_check_duration_seconds_bucket", le="+Inf") == 2
+    assert value(down_text, REPLAY_CHECKS, outcome="error") == 1
+    assert value(down_text, OUTCOMES, outcome="replay_store_unavailable", scheme="dpop") == 1
+
+
+def test_dpop_is_served_with_metrics_off(clock):
+    client = falcon.testing.TestClient(create_app(hs_settings(metrics=False), clock=clock))
+    assert client.simulate_get("/secured/ping", headers=dpop_headers(bound_token())).status_code == 200
+    assert client.simulate_get("/metrics").status_code == 404

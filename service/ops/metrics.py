@@ -140,12 +140,7 @@ class Metrics:
         count = series.counters.get(status)
         if count is None:
             count = series.counters[status] = self._requests.labels(route, str(falcon.http_status_to_code(status))).inc
-        bucket = series.buckets[bisect.bisect_left(series.bounds, seconds)]  # the first bound >= seconds
-        with self._lock:
-            pending = self._pending
-            pending[count] = pending.get(count, 0) + 1
-            pending[bucket] = pending.get(bucket, 0) + 1
-            pending[series.add_seconds] = pending.get(series.add_seconds, 0) + seconds
+        self._count_and_observe(count, series, seconds)
 
     def auth_outcome(self, outcome: str, scheme: str) -> None:
         """Count one authentication: "ok" or the AuthError's code, and "bearer", "dpop" or "none"."""
@@ -164,14 +159,7 @@ class Metrics:
 
     def replay_check(self, outcome: str, seconds: float) -> None:
         """Count one DPoP replay-store call ("ok", "replayed" or "error") and observe how long it took."""
-        count = self._replay_checks[outcome]
-        series = self._replay_latency
-        bucket = series.buckets[bisect.bisect_left(series.bounds, seconds)]
-        with self._lock:
-            pending = self._pending
-            pending[count] = pending.get(count, 0) + 1
-            pending[bucket] = pending.get(bucket, 0) + 1
-            pending[series.add_seconds] = pending.get(series.add_seconds, 0) + seconds
+        self._count_and_observe(self._replay_checks[outcome], self._replay_latency, seconds)
 
     def jwks_fetch(self, result: str) -> None:
         """Count one JWKS fetch: "ok" when keys were loaded, else "error". Rare, so written at once."""
@@ -188,6 +176,15 @@ class Metrics:
         """Every metric in the Prometheus text format (CONTENT_TYPE): all workers' under gunicorn."""
         self.flush()
         return generate_latest(self._exposed)
+
+    def _count_and_observe(self, count: Callable[[float], None], series: _Route, seconds: float) -> None:
+        """Add one to `count` and one observation of `seconds` to `series`' histogram, to the pending tally."""
+        bucket = series.buckets[bisect.bisect_left(series.bounds, seconds)]  # the first bound >= seconds
+        with self._lock:
+            pending = self._pending
+            pending[count] = pending.get(count, 0) + 1
+            pending[bucket] = pending.get(bucket, 0) + 1
+            pending[series.add_seconds] = pending.get(series.add_seconds, 0) + seconds
 
     def _add(self, increment: Callable[[float], None]) -> None:
         with self._lock:
