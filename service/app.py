@@ -53,7 +53,8 @@ def create_app(
     elif metrics is None:
         metrics = Metrics(settings.metrics_dir)
     if metrics is None:
-        on_fetch = on_outcome = on_hit = on_miss = on_replay = _ignore
+        on_fetch = on_outcome = on_hit = on_miss = _ignore
+        on_replay = None  # the replay store is then called as it is, not timed
     else:
         on_fetch, on_outcome = metrics.jwks_fetch, metrics.auth_outcome
         on_hit, on_miss = metrics.token_cache_hit, metrics.token_cache_miss
@@ -120,9 +121,10 @@ def _dpop(
     settings: Settings,
     clock: Callable[[], float],
     replay_store: ReplayStore | None,
-    on_replay: Callable[[str, float], None],
+    on_replay: Callable[[str, float], None] | None,
 ) -> Dpop | None:
-    """DPoP as the settings say (None with DPOP=off), with the replay store they name unless one is given."""
+    """DPoP as the settings say (None with DPOP=off), with the replay store they name unless one is given;
+    its calls go to `on_replay` (the metrics) when there is one."""
     if settings.dpop == "off":
         return None
     if replay_store is None:
@@ -133,8 +135,9 @@ def _dpop(
     nonces = None
     if settings.dpop_nonce_secret is not None:
         nonces = Nonces(settings.dpop_nonce_secret, settings.dpop_nonce_ttl, clock=clock)
-    recorded = RecordedReplayStore(replay_store, on_replay)
-    return Dpop(proofs, recorded, required=settings.dpop == "required", nonces=nonces)
+    if on_replay is not None:
+        replay_store = RecordedReplayStore(replay_store, on_replay)
+    return Dpop(proofs, replay_store, required=settings.dpop == "required", nonces=nonces)
 
 
 def _ignore(*args: object) -> None:

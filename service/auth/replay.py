@@ -30,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from service.errors import ReplayStoreUnavailable
+from service.keys.jwks import retry_after
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,21 @@ RETRY_AFTER = 1  # seconds a client waits before retrying when the store did not
 BUSY_TIMEOUT_MS = 1000
 WARNING_COOLDOWN = 30.0  # seconds between two log lines about a failing store
 PURGE_SLICES = 256  # expired entries are deleted one slice of the key space per second, so no purge is long
+
+
+class _Warning:
+    """One log line per WARNING_COOLDOWN for a failing store, not one per request (monotonic clock)."""
+
+    def __init__(self, store: str):
+        self._store = store
+        self._quiet_until = 0.0
+
+    def error(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + WARNING_COOLDOWN
+            # The class name only: a driver's message can hold the server's address, reply or credentials.
+            log.warning("DPoP replay store %serror (%s); DPoP requests get 503", self._store, error.__class__.__name__)
 
 
 def replay_key(thumbprint: str, jti: str) -> bytes:
@@ -99,7 +115,7 @@ class SqliteReplayStore:
         self._clock = clock  # wall clock: the expiry times are shared by processes
         self._local = threading.local()  # this thread's (pid, connection)
         self._purged_second = 0
-        self._quiet_until = 0.0
+        self._warning = _Warning("")
 
     def first_use(self, key: bytes, ttl: float) -> bool:
         now = self._clock()
@@ -110,9 +126,7 @@ class SqliteReplayStore:
                 self._purged_second = int(now)
                 self._purge(connection, now)
         except sqlite3.Error as error:
-            if time.monotonic() >= self._quiet_until:  # one line per cooldown, not one per request
-                self._quiet_until = time.monotonic() + WARNING_COOLDOWN
-                log.warning("DPoP replay store error (%s); DPoP requests get 503", error.__class__.__name__)
+            self._warning.error(error)
             opened = getattr(self._local, "opened", None)
             if opened is not None:
                 opened[1].close()
@@ -173,11 +187,8 @@ class RedisReplayStore:
         self._cooldown = cooldown
         self._clock = clock
         self._open_until = 0.0  # while the clock is before this, calls fail at once
-        self._quiet_until = 0.0
-
-    @property
-    def retry_after(self) -> int:
-        return max(1, math.ceil(self._cooldown))
+        self._warning = _Warning("(Redis) ")
+        self.retry_after = retry_after(cooldown)
 
     def first_use(self, key: bytes, ttl: float) -> bool:
         if self._clock() < self._open_until:
@@ -187,12 +198,8 @@ class RedisReplayStore:
                 self.PREFIX + key.hex().encode(), b"1", nx=True, px=max(1, math.ceil(ttl * 1000))
             )
         except redis.RedisError as error:
-            now = self._clock()
-            self._open_until = now + self._cooldown
-            if now >= self._quiet_until:
-                self._quiet_until = now + WARNING_COOLDOWN
-                # The class name only: redis-py's messages can hold the server's address and reply.
-                log.warning("DPoP replay store (Redis) error (%s); DPoP requests get 503", error.__class__.__name__)
+            self._open_until = self._clock() + self._cooldown
+            self._warning.error(error)
             raise ReplayStoreUnavailable(self.retry_after) from None
         return recorded is True
 
@@ -204,14 +211,10 @@ class RedisReplayStore:
             return False
 
 
-def _ignore_call(outcome: str, seconds: float) -> None:
-    """The default `on_call`: record nothing."""
-
-
 class RecordedReplayStore:
     """A store whose calls are reported to `on_call(outcome, seconds)`: "ok", "replayed" or "error"."""
 
-    def __init__(self, store: ReplayStore, on_call: Callable[[str, float], None] = _ignore_call):
+    def __init__(self, store: ReplayStore, on_call: Callable[[str, float], None]):
         self.store = store
         self._on_call = on_call
 
