@@ -33,6 +33,19 @@ from tests.factories import (
     public_jwk,
     segment,
 )
+from tests.test_dpop_attacks import (  # the fixed (code, description) pairs of every refusal
+    BAD_HEADER,
+    BAD_JTI,
+    BAD_SIGNATURE,
+    BAD_TIME,
+    HEADER_MISSING,
+    MALFORMED,
+    NO_ATH,
+    NOT_ONE_HEADER,
+    OTHER_TOKEN,
+    PROOF_WITH_BEARER,
+    WRONG_REQUEST,
+)
 from tests.test_fuzz import (
     FUZZ,
     HEADER_TEXT,
@@ -56,17 +69,6 @@ def public(private_key) -> dict:
 GENUINE_JWK, OTHER_JWK = public(DPOP_KEY), public(OTHER_DPOP_KEY)
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
-MALFORMED = ("invalid_dpop_proof", "DPoP proof is malformed")
-BAD_HEADER = ("invalid_dpop_proof", "DPoP proof header is not valid (typ, alg or jwk)")
-BAD_SIGNATURE = ("invalid_dpop_proof", "DPoP proof signature is invalid")
-WRONG_REQUEST = ("invalid_dpop_proof", "DPoP proof is for another request (htm or htu)")
-BAD_TIME = ("invalid_dpop_proof", "DPoP proof is too old, from the future, or has no iat")
-BAD_JTI = ("invalid_dpop_proof", "DPoP proof has no valid jti")
-NO_ATH = ("invalid_dpop_proof", "DPoP proof has no access token hash (ath)")
-OTHER_TOKEN = ("invalid_token", "DPoP proof is for another access token (ath)")
-HEADER_MISSING = ("invalid_header", "DPoP authorization needs a DPoP proof header")
-NOT_ONE_HEADER = ("invalid_header", "a request carries exactly one DPoP proof header")
-PROOF_WITH_BEARER = ("invalid_header", "a DPoP proof header needs the DPoP authorization scheme")
 DESCRIPTIONS = {
     **test_fuzz.DESCRIPTIONS,
     "invalid_dpop_proof": {
