@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from service.auth.combining import Combiner
 from service.auth.replay import RedisReplayStore, replay_key
 from service.errors import ReplayStoreUnavailable
 from tests.redis_server import RedisServer, redis_server
@@ -60,6 +62,7 @@ def test_concurrent_inserts_of_one_key_from_many_threads_let_exactly_one_win(red
 
 RACER = """
 import sys, time
+from service.auth.combining import Combiner
 from service.auth.replay import RedisReplayStore, replay_key
 store = RedisReplayStore(sys.argv[1], timeout=2.0)
 start, run = float(sys.argv[2]), sys.argv[3]
@@ -67,6 +70,45 @@ while time.time() < start:
     pass
 print(" ".join(str(n) for n in range(300) if store.first_use(replay_key(run, str(n)), 30)))
 """
+
+
+def test_concurrent_sets_from_many_threads_are_pipelined_and_each_gets_its_own_answer(redis):
+    store = store_for(redis)
+    keys = [unique(f"pipelined-{n}") for n in range(400)]
+    answers: dict[bytes, bool] = {}
+
+    def insert(share: list[bytes]) -> None:
+        for key in share:
+            answers[key] = store.first_use(key, 30)
+
+    threads = [threading.Thread(target=insert, args=(keys[n::16],)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert answers == dict.fromkeys(keys, True)
+    assert [store.first_use(key, 30) for key in keys[:50]] == [False] * 50  # each was recorded
+    assert store.combiner.batches < store.combiner.items  # some round trips carried several SETs
+
+
+def test_a_request_queued_too_long_gets_503_without_opening_the_breaker(redis):
+    store = store_for(redis)
+    held, release = threading.Event(), threading.Event()
+    round_trip = store.combiner._run_batch  # the real pipelined round trip, held in flight by this test
+
+    def slow_round_trip(commands):
+        held.set()
+        release.wait(10)
+        return round_trip(commands)
+
+    store.combiner = Combiner(slow_round_trip, queue_timeout=0.05)
+    first = threading.Thread(target=store.first_use, args=(unique("held"), 30))
+    first.start()
+    assert held.wait(10)
+    refused_within_deadline(store, unique("queued"))  # QueueTimeout: this worker's turn never came
+    release.set()
+    first.join(10)
+    assert store.first_use(unique("next"), 30) is True  # Redis answers, and no breaker stands in the way
 
 
 def test_two_processes_inserting_the_same_keys_each_win_a_disjoint_share(redis):

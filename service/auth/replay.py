@@ -22,13 +22,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from service.auth.combining import Combiner, QueueTimeout
 from service.errors import ReplayStoreUnavailable
 from service.keys.jwks import retry_after
 from service.settings import Settings
@@ -97,14 +98,14 @@ class MemoryReplayStore:
 
 
 class SqliteReplayStore:
-    """A SQLite table shared by every process that opens `path`; each thread opens its own connection.
+    """A SQLite table shared by every process that opens `path`; one connection per process.
 
     One `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired` statement records a key unless it is recorded and
-    not yet expired: atomic under SQLite's write lock, which is also what orders the threads, so no Python lock
-    is taken (one connection per process under a lock made a worker's threads queue: measured with py-spy,
-    most of a DPoP request's samples waited there). Expired rows are deleted a slice at a time, one slice per
-    second at most, in the request that notices the second has changed. Any SQLite error is a
-    ReplayStoreUnavailable: a proof that cannot be checked is not accepted.
+    not yet expired. A worker's concurrent inserts run as one transaction (service.auth.combining), so the write
+    lock, the WAL frame and the unlock every insert shared with the other workers' are paid once per batch; the
+    transaction is atomic under SQLite's write lock, which also orders the workers. Expired rows are deleted a
+    slice at a time, one slice per second at most, in the batch that notices the second has changed. Any SQLite
+    error is a ReplayStoreUnavailable: a proof that cannot be checked is not accepted.
     """
 
     _UPSERT = "INSERT INTO seen (k, exp) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET exp = ?2 WHERE exp <= ?3"
@@ -113,39 +114,49 @@ class SqliteReplayStore:
     def __init__(self, path: str, clock: Callable[[], float] = time.time):
         self.path = path
         self._clock = clock  # wall clock: the expiry times are shared by processes
-        self._local = threading.local()  # this thread's (pid, connection)
+        self._opened: tuple[int, sqlite3.Connection] | None = None  # (pid, connection): not across a fork
         self._purged_second = 0
         self._warning = _Warning("")
+        self.combiner = Combiner(self._insert, queue_timeout=BUSY_TIMEOUT_MS / 1000)
 
     def first_use(self, key: bytes, ttl: float) -> bool:
-        now = self._clock()
         try:
-            connection = self._connect()
-            inserted = connection.execute(self._UPSERT, (key, now + ttl, now)).rowcount == 1
-            if int(now) != self._purged_second:  # two threads may both purge a slice: harmless
+            return self.combiner.call((key, ttl))
+        except (sqlite3.Error, QueueTimeout) as error:
+            self._warning.error(error)
+            raise ReplayStoreUnavailable(RETRY_AFTER) from None
+
+    def _insert(self, items: Sequence[tuple[bytes, float]]) -> list[bool]:
+        """One transaction: each key inserted unless recorded and not expired (True when inserted)."""
+        now = self._clock()
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            inserted = [connection.execute(self._UPSERT, (key, now + ttl, now)).rowcount == 1 for key, ttl in items]
+            if int(now) != self._purged_second:
                 self._purged_second = int(now)
                 self._purge(connection, now)
-        except sqlite3.Error as error:
-            self._warning.error(error)
-            opened = getattr(self._local, "opened", None)
-            if opened is not None:
-                opened[1].close()
-            self._local.opened = None  # reopen on this thread's next request
-            raise ReplayStoreUnavailable(RETRY_AFTER) from None
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.close()  # rolls back; the next batch opens a new one
+            self._opened = None
+            raise
         return inserted
 
     def _connect(self) -> sqlite3.Connection:
-        # A connection must not cross a fork: a worker's threads open their own on first use.
-        opened = getattr(self._local, "opened", None)
-        if opened is None or opened[0] != os.getpid():
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        # A connection must not cross a fork: a worker opens its own on first use. Any of its threads may lead a
+        # batch, one at a time (the combiner's turn), hence check_same_thread=False.
+        if self._opened is None or self._opened[0] != os.getpid():
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
             # WAL lets readers and one writer proceed together; synchronous=OFF because the table is worth
             # nothing after a crash of the host (its proofs have expired by the time it is back).
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=OFF")
             connection.execute("CREATE TABLE IF NOT EXISTS seen (k BLOB PRIMARY KEY, exp REAL NOT NULL) WITHOUT ROWID")
-            opened = self._local.opened = (os.getpid(), connection)
-        return opened[1]
+            self._opened = (os.getpid(), connection)
+        return self._opened[1]
 
     def _purge(self, connection: sqlite3.Connection, now: float) -> None:
         slice_ = int(now) % PURGE_SLICES
@@ -157,15 +168,16 @@ class SqliteReplayStore:
 class RedisReplayStore:
     """Proofs recorded in Redis, shared by every replica: `SET <prefix><key hex> 1 NX PX <ttl>` per proof.
 
-    Each call waits at most `timeout` seconds for Redis (connecting and each read or write; no retries). When
-    Redis fails (down, slow, refusing: wrong password, a read-only replica), the call and every call for the next
-    `cooldown` seconds raise ReplayStoreUnavailable at once, so a request never waits on a store known to be
-    down; after that the next call tries again, and success closes the breaker. One warning per cooldown.
-    redis-py's connection pool is thread-safe and opens new connections after a fork, so one store serves a
-    worker's threads.
+    A worker's concurrent `SET`s go to Redis pipelined, one round trip for all of them (service.auth.combining),
+    on one connection per process. Each read or write waits at most `timeout` s for Redis, and a request queued
+    behind a round trip at most `timeout` s more; no retries. When Redis fails (down, slow, refusing: wrong
+    password, a read-only replica), the call and every call for the next `cooldown` seconds raise
+    ReplayStoreUnavailable at once, so a request never waits on a store known to be down; after that the next
+    call tries again, and success closes the breaker. One warning per cooldown.
     """
 
     PREFIX = b"jwt-api:dpop:"
+    _OK = (b"OK", "OK")  # a status reply, as hiredis or redis-py's own parser gives it
 
     def __init__(
         self,
@@ -176,7 +188,7 @@ class RedisReplayStore:
         cooldown: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self._client = redis.Redis.from_url(
+        self._pool = redis.ConnectionPool.from_url(
             url,
             password=password,
             socket_timeout=timeout,
@@ -184,6 +196,8 @@ class RedisReplayStore:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
+        self._opened: tuple[int, redis.Connection] | None = None  # (pid, connection): not across a fork
+        self.combiner = Combiner(self._round_trip, queue_timeout=timeout)
         self._cooldown = cooldown
         self._clock = clock
         self._open_until = 0.0  # while the clock is before this, calls fail at once
@@ -194,19 +208,36 @@ class RedisReplayStore:
         if self._clock() < self._open_until:
             raise ReplayStoreUnavailable(self.retry_after)
         try:
-            recorded = self._client.set(
-                self.PREFIX + key.hex().encode(), b"1", nx=True, px=max(1, math.ceil(ttl * 1000))
+            reply = self.combiner.call(
+                ("SET", self.PREFIX + key.hex().encode(), b"1", "NX", "PX", max(1, math.ceil(ttl * 1000)))
             )
-        except redis.RedisError as error:
+            if reply is not None and reply not in self._OK:  # fail closed on anything but the two answers
+                raise redis.ResponseError("unexpected reply to SET")
+        except QueueTimeout as error:  # this worker was too busy to take its turn: Redis is not known to be down
+            self._warning.error(error)
+            raise ReplayStoreUnavailable(self.retry_after) from None
+        except (redis.RedisError, OSError) as error:
             self._open_until = self._clock() + self._cooldown
             self._warning.error(error)
             raise ReplayStoreUnavailable(self.retry_after) from None
-        return recorded is True
+        return reply is not None
+
+    def _round_trip(self, commands: Sequence[tuple]) -> list:
+        """Every command in one write, then their replies in order."""
+        if self._opened is None or self._opened[0] != os.getpid():
+            self._opened = (os.getpid(), self._pool.make_connection())  # it connects on its first send
+        connection = self._opened[1]
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            return [connection.read_response() for _ in commands]
+        except BaseException:
+            connection.disconnect()  # unread replies would answer the next batch; it reconnects on the next send
+            raise
 
     def ping(self) -> bool:
         """True when Redis answers now (the start-up check); never raises."""
         try:
-            return bool(self._client.ping())
+            return bool(redis.Redis(connection_pool=self._pool).ping())
         except redis.RedisError:
             return False
 
