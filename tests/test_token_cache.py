@@ -95,15 +95,46 @@ def test_an_entry_ends_at_the_maximum_token_age(clock):
 
 def test_the_cache_holds_at_most_max_size_tokens_oldest_out_first(clock):
     cache, inner = cached(clock, max_size=3)
-    tokens = [make_token(sub=f"user-{n}") for n in range(5)]
+    tokens = [make_token(sub=f"user-{n}") for n in range(6)]
     for token in tokens:
         cache.verify(token)
-    assert len(cache) == 3
-    cache.verify(tokens[-1])
-    assert inner.calls == 5
-    cache.verify(tokens[0])  # evicted first
+        assert len(cache) <= 3
+    for token in tokens[3:]:  # the newest three are held
+        cache.verify(token)
     assert inner.calls == 6
+    cache.verify(tokens[2])  # gone; back in, it takes the place of the oldest held, tokens[3]
+    assert inner.calls == 7
+    cache.verify(tokens[4])
+    cache.verify(tokens[5])
+    assert inner.calls == 7
+    cache.verify(tokens[3])
+    assert inner.calls == 8
     assert len(cache) == 3
+
+
+def test_a_hit_does_not_keep_a_token_longer_first_in_first_out(clock):
+    cache, inner = cached(clock, max_size=3)
+    tokens = [make_token(sub=f"user-{n}") for n in range(4)]
+    for token in tokens[:3]:
+        cache.verify(token)
+    cache.verify(tokens[0])  # a hit, which does not move it to the back
+    cache.verify(tokens[3])  # evicts tokens[0], the first in
+    for token in tokens[1:]:
+        cache.verify(token)
+    assert inner.calls == 4
+    cache.verify(tokens[0])
+    assert inner.calls == 5
+
+
+def test_a_flood_of_distinct_tokens_keeps_the_bound_and_the_newest(clock):
+    cache, inner = cached(clock, max_size=50)
+    tokens = [make_token(sub=f"user-{n}") for n in range(300)]
+    for token in tokens:
+        cache.verify(token)
+    assert len(cache) == 50
+    for token in tokens[-50:]:
+        cache.verify(token)
+    assert inner.calls == 300
 
 
 def test_failures_are_never_cached(clock):

