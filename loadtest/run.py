@@ -61,14 +61,19 @@ class Options:
     es_tokens: int = 10_000
     memory_tokens: int = 200_000
     rounds: int = 3  # interleaved pairs of cold ES256 bearer and DPoP scenarios
+    threads: int = GTHREAD_THREADS  # per worker; `--threads` on the command line when not gunicorn.conf.py's
+    cap_connections: bool = True  # `--worker-connections` of each worker's share (see serve)
     results: Path = ROOT / "loadtest-results" / "latest.json"
 
     @classmethod
     def from_env(cls, environ) -> Options:
         names = {"DURATION": "duration", "CONNECTIONS": "connections", "WORKERS": "workers",
                  "WRK_THREADS": "wrk_threads", "HS_TOKENS": "hs_tokens", "RS_TOKENS": "rs_tokens",
-                 "ES_TOKENS": "es_tokens", "MEMORY_TOKENS": "memory_tokens", "ROUNDS": "rounds"}  # fmt: skip
+                 "ES_TOKENS": "es_tokens", "MEMORY_TOKENS": "memory_tokens", "ROUNDS": "rounds",
+                 "THREADS": "threads"}  # fmt: skip
         values = {field: int(environ[name]) for name, field in names.items() if environ.get(name)}
+        if environ.get("CAP_CONNECTIONS"):
+            values["cap_connections"] = environ["CAP_CONNECTIONS"] != "0"
         if environ.get("RESULTS"):
             values["results"] = Path(environ["RESULTS"])
         return cls(**values)
@@ -142,13 +147,18 @@ def serve(app: str, options: Options, **variables: str) -> Iterator[tuple[str, i
     environ = {"PATH": os.environ.get("PATH", os.defpath), "JWT_AUDIENCE": AUDIENCE, "JWT_ISSUER": ISSUER,
                "WEB_CONCURRENCY": str(options.workers), "ACCESS_LOG": "0", "LOG_LEVEL": "warning",
                "PORT": str(port), **variables}  # fmt: skip
-    # The one setting changed from gunicorn.conf.py, for every server alike (the ceiling too): each worker
-    # accepts at most its share of wrk's connections plus its thread count (a gthread worker closes kept-alive
-    # connections beyond worker_connections - threads). Otherwise one worker can take most of the connections
-    # while the other core idles, and that split, not the app, decides a run (see README, worker class).
-    connections_per_worker = math.ceil(options.connections / options.workers) + GTHREAD_THREADS
-    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
-               "--worker-connections", str(connections_per_worker), app]  # fmt: skip
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    if options.threads != GTHREAD_THREADS:  # the command line overrides gunicorn.conf.py (and GUNICORN_CMD_ARGS)
+        command += ["--threads", str(options.threads)]
+    if options.cap_connections:
+        # The one setting changed from gunicorn.conf.py, for every server alike (the ceiling too): each worker
+        # accepts at most its share of wrk's connections plus its thread count (a gthread worker closes kept-alive
+        # connections beyond worker_connections - threads). Otherwise one worker can take most of the connections
+        # while the other core idles, and that split, not the app, decides a run (see README, worker class).
+        # CAP_CONNECTIONS=0 leaves gunicorn.conf.py's worker_connections.
+        connections_per_worker = math.ceil(options.connections / options.workers) + options.threads
+        command += ["--worker-connections", str(connections_per_worker)]
+    command.append(app)
     process = subprocess.Popen(command, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
     url = f"http://127.0.0.1:{port}"
     try:
