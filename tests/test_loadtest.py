@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
-from loadtest import run
+from loadtest import matrix, run
 from tests.gunicorn_server import ROOT
 
 
@@ -124,6 +125,34 @@ def test_targets_are_judged_by_the_median_ratio_at_least_or_at_most_their_bound(
     assert (p99["median"], p99["met"]) == (1.2, True)  # at most 1.25
     assert (dpop["median"], dpop["median_ratio"], dpop["met"]) == (0.84, 0.9, False)
     assert targets[run.TARGETS[0].name]["met"] is None  # public /ping was not measured
+
+
+def test_the_workers_by_threads_matrix_runs_each_configuration_in_each_round(tmp_path):
+    options = run.Options(duration=1, connections=8, hs_tokens=20, rounds=2, results=tmp_path / "matrix.json")
+    report = matrix.run(options, configs=((1, 2), (2, 3)))
+    assert json.loads((tmp_path / "matrix.json").read_text()) == report
+    # Interleaved, and the second round starts with the second configuration.
+    assert [(row["round"], row["config"]) for row in report["results"][::3]] == [(1, "1x2"), (1, "2x3"), (2, "2x3"),
+                                                                                 (2, "1x2")]  # fmt: skip
+    assert all(
+        row["non_2xx"] == row["socket_errors"] == 0 and row["cpu_us_per_request"] > 0 for row in report["results"]
+    )
+    configs = {config["config"]: config["scenarios"] for config in report["configs"]}
+    assert list(configs["1x2"]) == list(matrix.SCENARIOS)
+    cold = configs["2x3"][run.COLD_HS]
+    assert [row["round"] for row in cold["rounds"]] == [1, 2]
+    assert cold["median"]["cpu_us_per_request"] == round(sum(r["cpu_us_per_request"] for r in cold["rounds"]) / 2, 3)
+
+
+def test_the_matrix_reports_the_median_of_each_configurations_rounds():
+    hot = [("2x8", replace(ROUNDS[n], worker_rss_mb=41.0 + n // 3)) for n in (2, 5, 8)]  # rounds 1, 2 and 3
+    (config,) = matrix.summarise([*hot, ("2x8", ROUNDS[0])])
+    assert list(config["scenarios"]) == [run.HOT, run.CEILINGS["plain"]]
+    measured = config["scenarios"][run.HOT]
+    assert [row["round"] for row in measured["rounds"]] == [1, 2, 3]
+    assert [row["cpu_us_per_request"] for row in measured["rounds"]] == [125, 50, None]
+    assert measured["median"] == {"requests_per_second": 900, "cpu_us_per_request": 87.5, "p99_ms": 12,
+                                  "worker_rss_mb": 42.0}  # fmt: skip
 
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8000/secured/ping
