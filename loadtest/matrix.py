@@ -47,8 +47,7 @@ def run(options: Options, configs: tuple[tuple[int, int], ...] = CONFIGS) -> dic
         tokens = write_tokens(Path(scratch) / "hs.txt", options.hs_tokens, SECRET, "HS256")
         hot = "Authorization: Bearer " + tokens.read_text().split("\n", 1)[0]
         for n in range(1, options.rounds + 1):
-            shift = (n - 1) % len(configs)
-            for workers, threads in configs[shift:] + configs[:shift]:
+            for workers, threads in in_turn(configs, n):
                 each = replace(options, workers=workers, threads=threads)
                 rows += [(f"{workers}x{threads}", replace(result, round=n)) for result in one(wrk, each, tokens, hot)]
     report = {
@@ -61,6 +60,12 @@ def run(options: Options, configs: tuple[tuple[int, int], ...] = CONFIGS) -> dic
     options.results.parent.mkdir(parents=True, exist_ok=True)
     options.results.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def in_turn(configs: tuple[tuple[int, int], ...], n: int) -> tuple[tuple[int, int], ...]:
+    """The order of round `n` (from 1): the list rotated by n - 1, so no configuration always runs first."""
+    shift = (n - 1) % len(configs)
+    return configs[shift:] + configs[:shift]
 
 
 def one(wrk: str, options: Options, tokens: Path, hot: str) -> list[Result]:
