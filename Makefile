@@ -10,7 +10,7 @@ SCOPE ?=
 BOUND ?=
 METHOD ?= GET
 
-.PHONY: install run token proof test lint loadtest clean
+.PHONY: install run token proof test lint loadtest loadtest-matrix clean
 
 # Bootstrap output goes to stderr so `$(make -s token)` captures only the token.
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -44,10 +44,14 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# A benchmark, not a test: DURATION, CONNECTIONS, WORKERS, ROUNDS (and HS_TOKENS, RS_TOKENS, ES_TOKENS,
-# MEMORY_TOKENS) tune it.
+# A benchmark, not a test: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS, CAP_CONNECTIONS (and HS_TOKENS,
+# RS_TOKENS, ES_TOKENS, MEMORY_TOKENS) tune it.
 loadtest: install
 	$(BIN)/python -m loadtest.run
+
+# Workers x threads (2x8, 2x4, 4x2, 4x4) by server CPU per request, p99 and memory per worker.
+loadtest-matrix: install
+	$(BIN)/python -m loadtest.matrix
 
 # The container image (Dockerfile) with podman, or docker when there is no podman; see the README's "Container image".
 # IMAGE names it; IMAGE_BASE, IMAGE_VERSION and IMAGE_SOURCE become build arguments; IMAGE_BUILD_FLAGS go to the build.

@@ -1,16 +1,17 @@
 """`make loadtest`: the service against a bare Falcon ping (the ceiling) under the same gunicorn settings.
 
-    DURATION=10 CONNECTIONS=64 WORKERS=2 .venv/bin/python -m loadtest.run
+    DURATION=10 CONNECTIONS=64 WORKERS=2 ROUNDS=3 .venv/bin/python -m loadtest.run
 
-Each scenario is driven by wrk in turn, and every ratio is to the ceiling measured in the same run. Cold
-scenarios use a server with the token cache off, so every request is a full verification; the 50k HS256 and
-10k RS256 token sets are also sent to a server with the cache on (10,000 entries per worker), as in
-production. The memory check sends 200k distinct tokens, each once, and reports every worker's resident
-memory before and after. DPoP is measured against cold ES256 bearer tokens, in ROUNDS interleaved pairs: both
-do one ES256 verification per request, a DPoP request that of its proof (the token itself is cached). Each
-scenario also reports the server's CPU time per request. Results are
-printed as a table and written to loadtest-results/latest.json. A benchmark, not a test: CI runs it only
-for one second with few tokens (tests/test_loadtest.py), to keep the harness working.
+ROUNDS rounds, each of every scenario in turn, ceilings included, each kind of server started fresh per round.
+Every scenario's ratios are taken per round against the ceiling of that round driven the same way (plain, fixed
+header, token per request), by req/s and by the server's CPU time per request (the ceiling's over the
+scenario's, so 0.95 reads as for req/s); the report gives them per round and their medians, and judges TARGETS
+by the medians. Cold scenarios use a server with the token cache off, so every request is a full verification;
+the HS256 and RS256 token sets also go to a server with the cache on, as in production. Each round ends with
+cold ES256 bearer tokens against DPoP (both one ES256 verification per request). The memory check, once at the
+end, sends MEMORY_TOKENS distinct tokens, each once, and reports every worker's resident memory before and
+after. Printed as tables and written to loadtest-results/latest.json. A benchmark, not a test: CI runs it
+only for one second with few tokens (tests/test_loadtest.py), to keep the harness working.
 """
 
 from __future__ import annotations
@@ -48,6 +49,35 @@ RSA_KID, EC_KID = "load-1", "load-ec-1"
 # stays well within the 300 s a proof is accepted for (DPOP_PROOF_MAX_AGE).
 PROOF_HEADROOM, DPOP_MAX_DURATION = 1.5, 30
 AUDIENCE, ISSUER, SECRET = "https://api.loadtest.local", "https://issuer.loadtest.local/", "l" * 32
+# The ceiling driven each way the service is: plain, a fixed Authorization header, a token per request (Lua).
+CEILINGS = {"plain": "ceiling /ping (bare Falcon)", "header": "ceiling, fixed token header",
+            "lua": "ceiling, token per request"}  # fmt: skip
+PUBLIC, HOT = "public /ping", "hot /secured/ping (one token)"
+COLD_HS, COLD_RS = "cold HS256 (cache off)", "cold RS256 (cache off)"
+BEARER_ES, DPOP, DPOP_REDIS = (
+    "cold ES256 bearer (cache off)",
+    "DPoP, cached ES256 token + fresh proof",
+    "DPoP, Redis replay store",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    scenario: str
+    measure: str  # the median it is judged by: "cpu_ratio" (DPoP's: cold ES256 bearer's over its own) or "p99_ratio"
+    bound: float
+    at_most: bool = False  # met when the median is at most `bound` (else at least)
+
+
+TARGETS = (
+    Target("public /ping >= 0.95 of the plain ceiling", PUBLIC, "cpu_ratio", 0.95),
+    Target("hot secured >= 0.92 of the fixed-header ceiling", HOT, "cpu_ratio", 0.92),
+    Target("cold HS256 (cache off) >= 0.85 of the token-per-request ceiling", COLD_HS, "cpu_ratio", 0.85),
+    Target("cold RS256 (cache off) >= 0.75 of the token-per-request ceiling", COLD_RS, "cpu_ratio", 0.75),
+    Target("DPoP >= 0.85 of cold ES256 bearer", DPOP, "cpu_ratio", 0.85),
+    Target("hot secured p99 <= 1.25x the fixed-header ceiling's", HOT, "p99_ratio", 1.25, at_most=True),
+)
 
 
 @dataclass(frozen=True)
@@ -61,14 +91,19 @@ class Options:
     es_tokens: int = 10_000
     memory_tokens: int = 200_000
     rounds: int = 3  # interleaved pairs of cold ES256 bearer and DPoP scenarios
+    threads: int = GTHREAD_THREADS  # per worker; `--threads` on the command line when not gunicorn.conf.py's
+    cap_connections: bool = True  # `--worker-connections` of each worker's share (see serve)
     results: Path = ROOT / "loadtest-results" / "latest.json"
 
     @classmethod
     def from_env(cls, environ) -> Options:
         names = {"DURATION": "duration", "CONNECTIONS": "connections", "WORKERS": "workers",
                  "WRK_THREADS": "wrk_threads", "HS_TOKENS": "hs_tokens", "RS_TOKENS": "rs_tokens",
-                 "ES_TOKENS": "es_tokens", "MEMORY_TOKENS": "memory_tokens", "ROUNDS": "rounds"}  # fmt: skip
+                 "ES_TOKENS": "es_tokens", "MEMORY_TOKENS": "memory_tokens", "ROUNDS": "rounds",
+                 "THREADS": "threads"}  # fmt: skip
         values = {field: int(environ[name]) for name, field in names.items() if environ.get(name)}
+        if environ.get("CAP_CONNECTIONS"):
+            values["cap_connections"] = environ["CAP_CONNECTIONS"] != "0"
         if environ.get("RESULTS"):
             values["results"] = Path(environ["RESULTS"])
         return cls(**values)
@@ -84,9 +119,9 @@ class Result:
     non_2xx: int
     socket_errors: int
     client: str = "plain"  # how wrk drove it: "plain", a fixed "header", or a token per request ("lua")
-    ratio: float | None = None
-    ratio_same_client: float | None = None
     cpu_us_per_request: float | None = None  # the server's user + system time (master and workers) / requests
+    worker_rss_mb: float | None = None  # the workers' mean resident memory (VmRSS) after the run
+    round: int = 1
 
 
 def ensure_wrk() -> str:
@@ -142,13 +177,18 @@ def serve(app: str, options: Options, **variables: str) -> Iterator[tuple[str, i
     environ = {"PATH": os.environ.get("PATH", os.defpath), "JWT_AUDIENCE": AUDIENCE, "JWT_ISSUER": ISSUER,
                "WEB_CONCURRENCY": str(options.workers), "ACCESS_LOG": "0", "LOG_LEVEL": "warning",
                "PORT": str(port), **variables}  # fmt: skip
-    # The one setting changed from gunicorn.conf.py, for every server alike (the ceiling too): each worker
-    # accepts at most its share of wrk's connections plus its thread count (a gthread worker closes kept-alive
-    # connections beyond worker_connections - threads). Otherwise one worker can take most of the connections
-    # while the other core idles, and that split, not the app, decides a run (see README, worker class).
-    connections_per_worker = math.ceil(options.connections / options.workers) + GTHREAD_THREADS
-    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
-               "--worker-connections", str(connections_per_worker), app]  # fmt: skip
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    if options.threads != GTHREAD_THREADS:  # the command line overrides gunicorn.conf.py (and GUNICORN_CMD_ARGS)
+        command += ["--threads", str(options.threads)]
+    if options.cap_connections:
+        # The one setting changed from gunicorn.conf.py, for every server alike (the ceiling too): each worker
+        # accepts at most its share of wrk's connections plus its thread count (a gthread worker closes kept-alive
+        # connections beyond worker_connections - threads). Otherwise one worker can take most of the connections
+        # while the other core idles, and that split, not the app, decides a run (see README, worker class).
+        # CAP_CONNECTIONS=0 leaves gunicorn.conf.py's worker_connections.
+        connections_per_worker = math.ceil(options.connections / options.workers) + options.threads
+        command += ["--worker-connections", str(connections_per_worker)]
+    command.append(app)
     process = subprocess.Popen(command, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
     url = f"http://127.0.0.1:{port}"
     try:
@@ -223,6 +263,9 @@ def run_wrk(wrk: str, scenario: str, url: str, options: Options, *, duration: in
     if server and result.requests:
         seconds = sum(ticks - before.get(pid, 0) for pid, ticks in after.items()) / os.sysconf("SC_CLK_TCK")
         result = replace(result, cpu_us_per_request=round(seconds / result.requests * 1e6, 1))
+    if server:
+        rss = [resident_mb(pid) for pid in worker_pids(server)]
+        result = replace(result, worker_rss_mb=round(statistics.fmean(rss), 1) if rss else None)
     return result
 
 
@@ -249,87 +292,128 @@ def parse_wrk(scenario: str, output: str) -> Result:
     )
 
 
+@dataclass(frozen=True)
+class Load:
+    """What every round sends, made once per run: token files, fixed headers, and each kind of server's settings."""
+
+    folder: Path
+    hs_tokens: Path
+    rs_tokens: Path
+    es_tokens: Path
+    memory_tokens: Path
+    hot: str  # an Authorization header with one HS256 token
+    scoped: str  # ... with one HS256 token carrying scope read:messages
+    hs: dict[str, str]
+    rs: dict[str, str]
+    es: dict[str, str]
+    client_key: ec.EllipticCurvePrivateKey  # the DPoP client's proof key
+    client_jwk: dict
+    bound: str  # an ES256 token bound to client_key (cnf.jkt)
+
+
+def prepare(folder: Path, options: Options) -> Load:
+    rsa_key, jwk = rsa_signing_key()
+    ec_key, ec_jwk = ec_signing_key()
+    # One JWKS for every public-key server: each uses the keys that fit its JWT_ALGORITHMS.
+    (folder / "jwks.json").write_text(json.dumps({"keys": [jwk, ec_jwk]}))
+    hs_tokens = write_tokens(folder / "hs.txt", options.hs_tokens, SECRET, "HS256")
+    scoped = write_tokens(folder / "scoped.txt", 1, SECRET, "HS256", scope="read:messages").read_text().strip()
+    client_key, client_jwk = proof_key()
+    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": thumbprint(client_jwk)})
+    return Load(
+        folder=folder,
+        hs_tokens=hs_tokens,
+        rs_tokens=write_tokens(folder / "rs.txt", options.rs_tokens, rsa_key, "RS256", RSA_KID),
+        es_tokens=write_tokens(folder / "es.txt", options.es_tokens, ec_key, "ES256", EC_KID),
+        memory_tokens=write_tokens(folder / "memory.txt", options.memory_tokens, SECRET, "HS256"),
+        hot="Authorization: Bearer " + hs_tokens.read_text().split("\n", 1)[0],
+        scoped="Authorization: Bearer " + scoped,
+        hs={"JWT_SECRET": SECRET},
+        rs={"JWT_JWKS_FILE": str(folder / "jwks.json")},
+        es={"JWT_JWKS_FILE": str(folder / "jwks.json"), "JWT_ALGORITHMS": "ES256"},
+        client_key=client_key,
+        client_jwk=client_jwk,
+        bound=bound.read_text().strip(),
+    )
+
+
 def run(options: Options) -> dict:
-    """Every scenario in one run; returns the report (also written to options.results)."""
+    """ROUNDS rounds of every scenario, then the memory check; returns the report (also written to options.results)."""
     wrk = ensure_wrk()
     results: list[Result] = []
-    memory: dict = {}
-    with tempfile.TemporaryDirectory(prefix="loadtest-") as scratch:
-        folder = Path(scratch)
-        rsa_key, jwk = rsa_signing_key()
-        ec_key, ec_jwk = ec_signing_key()
-        # One JWKS for every public-key server: each uses the keys that fit its JWT_ALGORITHMS.
-        (folder / "jwks.json").write_text(json.dumps({"keys": [jwk, ec_jwk]}))
-        hs_tokens = write_tokens(folder / "hs.txt", options.hs_tokens, SECRET, "HS256")
-        rs_tokens = write_tokens(folder / "rs.txt", options.rs_tokens, rsa_key, "RS256", RSA_KID)
-        es_tokens = write_tokens(folder / "es.txt", options.es_tokens, ec_key, "ES256", EC_KID)
-        memory_tokens = write_tokens(folder / "memory.txt", options.memory_tokens, SECRET, "HS256")
-        hot = "Authorization: Bearer " + hs_tokens.read_text().split("\n", 1)[0]
-        scoped = (
-            "Authorization: Bearer "
-            + write_tokens(folder / "scoped.txt", 1, SECRET, "HS256", scope="read:messages").read_text().strip()
-        )
-        hs, rs = {"JWT_SECRET": SECRET}, {"JWT_JWKS_FILE": str(folder / "jwks.json")}
-        es = {"JWT_JWKS_FILE": str(folder / "jwks.json"), "JWT_ALGORITHMS": "ES256"}
-
-        lua_hs, lua_rs = (str(hs_tokens),), (str(rs_tokens),)
-        # The ceiling is measured three ways, as the service is driven: plain, with a fixed Authorization
-        # header, and with a token per request from the Lua script (which costs wrk CPU on these same cores).
-        with serve("loadtest.ceiling:app", options, **hs) as (url, pid):
-            results.append(run_wrk(wrk, "ceiling /ping (bare Falcon)", url + "/ping", options, server=pid))
-            results.append(run_wrk(wrk, "ceiling, fixed token header", url + "/ping", options, header=hot, server=pid))
-            results.append(run_wrk(wrk, "ceiling, token per request", url + "/ping", options, script_args=lua_hs,
-                                   server=pid))  # fmt: skip
-        with serve("service.app:app", options, **hs) as (url, pid):
-            results.append(run_wrk(wrk, "public /ping", url + "/ping", options, server=pid))
-            results.append(run_wrk(wrk, "hot /secured/ping (one token)", url + "/secured/ping", options, header=hot,
-                                   server=pid))  # fmt: skip
-            results.append(run_wrk(wrk, "hot /secured/scoped/ping", url + "/secured/scoped/ping", options,
-                                   header=scoped, server=pid))  # fmt: skip
-            results.append(run_wrk(wrk, f"{options.hs_tokens} HS256 tokens, cache on", url + "/secured/ping",
-                                   options, script_args=lua_hs, server=pid))  # fmt: skip
-        with serve("service.app:app", options, METRICS="0", **hs) as (url, pid):
-            results.append(run_wrk(wrk, "hot /secured/ping, METRICS=0", url + "/secured/ping", options, header=hot,
-                                   server=pid))  # fmt: skip
-        with serve("service.app:app", options, JWT_CACHE_SIZE="0", **hs) as (url, pid):
-            cold_hs = run_wrk(wrk, "cold HS256 (cache off)", url + "/secured/ping", options, script_args=lua_hs,
-                              server=pid)  # fmt: skip
-            results.append(cold_hs)
-        with serve("service.app:app", options, JWT_CACHE_SIZE="0", **rs) as (url, pid):
-            results.append(run_wrk(wrk, "cold RS256 (cache off)", url + "/secured/ping", options, script_args=lua_rs,
-                                   server=pid))  # fmt: skip
-        with serve("service.app:app", options, **rs) as (url, pid):
-            results.append(run_wrk(wrk, f"{options.rs_tokens} RS256 tokens, cache on", url + "/secured/ping",
-                                   options, script_args=lua_rs, server=pid))  # fmt: skip
-        with redis_store(folder) as redis_url:
-            pairs = dpop_rounds(wrk, options, folder, es, es_tokens, ec_key, redis_url)
-        results += [result for pair in pairs for result in pair]
+    pairs: list[tuple[Result, ...]] = []
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as scratch, redis_store(Path(scratch)) as redis_url:
+        load = prepare(Path(scratch), options)
+        for n in range(1, options.rounds + 1):
+            results += main_round(wrk, options, load, n)
+            pairs.append(dpop_round(wrk, options, load, n, redis_url))
         # wrk runs for its whole duration even when every thread has stopped, so size it from the rate
         # of cold HS256 verifications measured above: each token once, with room to spare.
-        rate = max(cold_hs.requests_per_second, 100.0)
-        memory_duration = max(options.duration, math.ceil(options.memory_tokens / rate * 1.5) + 2)
-        with serve("service.app:app", options, **hs) as (url, master):
-            before = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
-            sent = run_wrk(wrk, f"{options.memory_tokens} distinct tokens, each once", url + "/secured/ping",
-                           options, duration=memory_duration, script=LUA_ONCE,
-                           script_args=(str(memory_tokens), str(options.wrk_threads)))  # fmt: skip
-            after = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
-            memory = {"requests": sent.requests, "non_2xx": sent.non_2xx,
-                      "rss_mb_before": before, "rss_mb_after": after}  # fmt: skip
+        rate = statistics.median(r.requests_per_second for r in results if r.scenario == COLD_HS)
+        memory = memory_check(wrk, options, load, max(rate, 100.0))
 
-    ceilings = {"plain": results[0], "header": results[1], "lua": results[2]}
-    results = [_with_ratios(r, ceilings) for r in results]
+    scenarios = ceiling_ratios(results)
+    dpop = dpop_summary(pairs)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "cpus": os.cpu_count(),
         "options": {**asdict(options), "results": str(options.results)},
-        "results": [asdict(r) for r in results],
-        "dpop": dpop_summary(pairs),
+        "results": [asdict(r) for r in results + [result for pair in pairs for result in pair]],
+        "scenarios": scenarios,
+        "dpop": dpop,
+        "targets": check_targets(scenarios, dpop),
         "memory": memory,
     }
     options.results.parent.mkdir(parents=True, exist_ok=True)
     options.results.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def main_round(wrk: str, options: Options, load: Load, n: int) -> list[Result]:
+    """Round `n` of the ceiling three ways and the service's scenarios, each kind of server started fresh.
+
+    The ceiling is measured as the service is driven: plain, with a fixed Authorization header, and with a token
+    per request from the Lua script (which costs wrk CPU on these same cores). Cold scenarios use a server with
+    the token cache off, so every request is a full verification; the HS256 and RS256 token sets also go to a
+    server with the cache on (10,000 entries per worker), as in production.
+    """
+    results = []
+
+    def drive(scenario: str, url: str, pid: int, **how) -> None:
+        results.append(replace(run_wrk(wrk, scenario, url, options, server=pid, **how), round=n))
+
+    lua_hs, lua_rs = (str(load.hs_tokens),), (str(load.rs_tokens),)
+    with serve("loadtest.ceiling:app", options, **load.hs) as (url, pid):
+        drive(CEILINGS["plain"], url + "/ping", pid)
+        drive(CEILINGS["header"], url + "/ping", pid, header=load.hot)
+        drive(CEILINGS["lua"], url + "/ping", pid, script_args=lua_hs)
+    with serve("service.app:app", options, **load.hs) as (url, pid):
+        drive(PUBLIC, url + "/ping", pid)
+        drive(HOT, url + "/secured/ping", pid, header=load.hot)
+        drive("hot /secured/scoped/ping", url + "/secured/scoped/ping", pid, header=load.scoped)
+        drive(f"{options.hs_tokens} HS256 tokens, cache on", url + "/secured/ping", pid, script_args=lua_hs)
+    with serve("service.app:app", options, METRICS="0", **load.hs) as (url, pid):
+        drive("hot /secured/ping, METRICS=0", url + "/secured/ping", pid, header=load.hot)
+    with serve("service.app:app", options, JWT_CACHE_SIZE="0", **load.hs) as (url, pid):
+        drive(COLD_HS, url + "/secured/ping", pid, script_args=lua_hs)
+    with serve("service.app:app", options, JWT_CACHE_SIZE="0", **load.rs) as (url, pid):
+        drive(COLD_RS, url + "/secured/ping", pid, script_args=lua_rs)
+    with serve("service.app:app", options, **load.rs) as (url, pid):
+        drive(f"{options.rs_tokens} RS256 tokens, cache on", url + "/secured/ping", pid, script_args=lua_rs)
+    return results
+
+
+def memory_check(wrk: str, options: Options, load: Load, rate: float) -> dict:
+    """MEMORY_TOKENS distinct tokens, each sent once at about `rate` req/s; every worker's resident MB before and
+    after."""
+    duration = max(options.duration, math.ceil(options.memory_tokens / rate * 1.5) + 2)
+    with serve("service.app:app", options, **load.hs) as (url, master):
+        before = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
+        sent = run_wrk(wrk, f"{options.memory_tokens} distinct tokens, each once", url + "/secured/ping", options,
+                       duration=duration, script=LUA_ONCE,
+                       script_args=(str(load.memory_tokens), str(options.wrk_threads)))  # fmt: skip
+        after = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
+    return {"requests": sent.requests, "non_2xx": sent.non_2xx, "rss_mb_before": before, "rss_mb_after": after}
 
 
 @contextlib.contextmanager
@@ -360,10 +444,8 @@ def redis_store(folder: Path) -> Iterator[str | None]:
         process.wait(10)
 
 
-def dpop_rounds(wrk: str, options: Options, folder: Path, es: dict[str, str], es_tokens: Path,
-                ec_key: ec.EllipticCurvePrivateKey, redis_url: str | None = None,
-                ) -> list[tuple[Result, ...]]:  # fmt: skip
-    """ROUNDS of (cold ES256 bearer, DPoP, DPoP with Redis), each against a fresh server, one after the other.
+def dpop_round(wrk: str, options: Options, load: Load, n: int, redis_url: str | None = None) -> tuple[Result, ...]:
+    """Round `n` of (cold ES256 bearer, DPoP, DPoP with Redis), each against a fresh server, one after the other.
 
     Both verify one ES256 signature per request: the bearer token's (cache off), or the DPoP proof's (the bound
     token, ES256 too, is cached). The DPoP server runs as deployed, its workers sharing gunicorn.conf.py's
@@ -371,31 +453,27 @@ def dpop_rounds(wrk: str, options: Options, folder: Path, es: dict[str, str], es
     (DPOP_REPLAY_STORE), as several replicas would. Proofs are made right before each DPoP server is driven,
     for the URL wrk requests.
     """
-    client_key, client_jwk = proof_key()
-    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": thumbprint(client_jwk)})
-    token = bound.read_text().strip()
     duration = min(options.duration, DPOP_MAX_DURATION)
-    pairs = []
-    for n in range(1, options.rounds + 1):
-        with serve("service.app:app", options, JWT_CACHE_SIZE="0", **es) as (url, pid):
-            bearer = run_wrk(wrk, f"cold ES256 bearer (cache off), round {n}", url + "/secured/ping", options,
-                             duration=duration, script_args=(str(es_tokens),), server=pid)  # fmt: skip
-        with serve("service.app:app", options, **es) as (url, pid):
-            count = math.ceil(max(bearer.requests_per_second, 100.0) * duration * PROOF_HEADROOM)
-            proofs = write_proofs(folder / "proofs.txt", count, client_key, client_jwk, url + "/secured/ping", token)
-            dpop = run_wrk(wrk, f"DPoP, cached ES256 token + fresh proof, round {n}", url + "/secured/ping",
-                           options, duration=duration, script=LUA_DPOP,
-                           script_args=(token, str(proofs), str(options.wrk_threads)), server=pid)  # fmt: skip
-        if redis_url is None:
-            pairs.append((bearer, dpop))
-            continue
-        with serve("service.app:app", options, DPOP_REPLAY_STORE=redis_url, **es) as (url, pid):
-            proofs = write_proofs(folder / "proofs.txt", count, client_key, client_jwk, url + "/secured/ping", token)
-            redis = run_wrk(wrk, f"DPoP, Redis replay store, round {n}", url + "/secured/ping",
-                            options, duration=duration, script=LUA_DPOP,
-                            script_args=(token, str(proofs), str(options.wrk_threads)), server=pid)  # fmt: skip
-        pairs.append((bearer, dpop, redis))
-    return pairs
+
+    def drive(scenario: str, url: str, pid: int, script: Path, script_args: tuple[str, ...]) -> Result:
+        result = run_wrk(wrk, scenario, url, options, duration=duration, script=script, script_args=script_args,
+                         server=pid)  # fmt: skip
+        return replace(result, round=n)
+
+    def proofs(url: str) -> tuple[str, ...]:
+        path = write_proofs(load.folder / "proofs.txt", count, load.client_key, load.client_jwk, url, load.bound)
+        return (load.bound, str(path), str(options.wrk_threads))
+
+    with serve("service.app:app", options, JWT_CACHE_SIZE="0", **load.es) as (url, pid):
+        bearer = drive(BEARER_ES, url + "/secured/ping", pid, LUA, (str(load.es_tokens),))
+    count = math.ceil(max(bearer.requests_per_second, 100.0) * duration * PROOF_HEADROOM)
+    with serve("service.app:app", options, **load.es) as (url, pid):
+        dpop = drive(DPOP, url + "/secured/ping", pid, LUA_DPOP, proofs(url + "/secured/ping"))
+    if redis_url is None:
+        return bearer, dpop
+    with serve("service.app:app", options, DPOP_REPLAY_STORE=redis_url, **load.es) as (url, pid):
+        redis = drive(DPOP_REDIS, url + "/secured/ping", pid, LUA_DPOP, proofs(url + "/secured/ping"))
+    return bearer, dpop, redis
 
 
 def dpop_summary(pairs: list[tuple[Result, ...]]) -> dict:
@@ -407,7 +485,8 @@ def dpop_summary(pairs: list[tuple[Result, ...]]) -> dict:
         cpu_ratio = None
         if bearer.cpu_us_per_request and dpop.cpu_us_per_request:
             cpu_ratio = round(bearer.cpu_us_per_request / dpop.cpu_us_per_request, 3)
-        rounds.append({"bearer_rps": bearer.requests_per_second, "dpop_rps": dpop.requests_per_second,
+        rounds.append({"round": bearer.round, "bearer_rps": bearer.requests_per_second,
+                       "dpop_rps": dpop.requests_per_second,
                        "ratio": round(dpop.requests_per_second / max(bearer.requests_per_second, 1.0), 3),
                        "bearer_cpu_us": bearer.cpu_us_per_request, "dpop_cpu_us": dpop.cpu_us_per_request,
                        "cpu_ratio": cpu_ratio, "bearer_p99_ms": bearer.p99_ms, "dpop_p99_ms": dpop.p99_ms,
@@ -437,42 +516,108 @@ def _redis_ratios(local: Result, redis: Result) -> dict:
             "redis_cpu_ratio": cpu, "redis_p99_ms": redis.p99_ms, "redis_non_2xx": redis.non_2xx}  # fmt: skip
 
 
-def _with_ratios(result: Result, ceilings: dict[str, Result]) -> Result:
-    """`ratio` to the bare ceiling; `ratio_same_client` to the ceiling driven the same way (header, Lua)."""
-    plain, same = ceilings["plain"].requests_per_second, ceilings[result.client].requests_per_second
-    return replace(result, ratio=round(result.requests_per_second / plain, 3),
-                   ratio_same_client=round(result.requests_per_second / same, 3))  # fmt: skip
+def ceiling_ratios(results: list[Result]) -> list[dict]:
+    """Per scenario (in the order first run) and round: its ratios to the ceiling of the same round driven the same
+    way, by req/s (`ratio`) and by server CPU per request (`cpu_ratio`, the ceiling's over the scenario's, so 0.95
+    reads as for req/s), its p99 over that ceiling's (`p99_ratio`), and req/s over the plain ceiling's
+    (`plain_ratio`); then the median of each over the rounds. A round without its ceiling gives no ratios."""
+    ceilings = {(r.round, client): r for client, name in CEILINGS.items() for r in results if r.scenario == name}
+    by_scenario: dict[str, list[dict]] = {}
+    clients = {}
+    for r in results:
+        same, plain = ceilings.get((r.round, r.client)), ceilings.get((r.round, "plain"))
+        clients[r.scenario] = r.client
+        by_scenario.setdefault(r.scenario, []).append({
+            "round": r.round, "requests_per_second": r.requests_per_second, "cpu_us_per_request": r.cpu_us_per_request,
+            "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "non_2xx": r.non_2xx, "worker_rss_mb": r.worker_rss_mb,
+            "ratio": _ratio(r.requests_per_second, same and same.requests_per_second),
+            "cpu_ratio": _ratio(same and same.cpu_us_per_request, r.cpu_us_per_request),
+            "p99_ratio": _ratio(r.p99_ms, same and same.p99_ms),
+            "plain_ratio": _ratio(r.requests_per_second, plain and plain.requests_per_second),
+        })  # fmt: skip
+    return [
+        {"scenario": name, "client": clients[name], "rounds": rounds, "median": medians(rounds, MEDIAN_KEYS)}
+        for name, rounds in by_scenario.items()
+    ]
+
+
+MEDIAN_KEYS = ("requests_per_second", "cpu_us_per_request", "p50_ms", "p99_ms", "worker_rss_mb", "ratio", "cpu_ratio",
+               "p99_ratio", "plain_ratio")  # fmt: skip
+
+
+def medians(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float | None]:
+    """The median of each key over `rows`, leaving out rows where it is None (None when all are)."""
+    found = {key: [row[key] for row in rows if row.get(key) is not None] for key in keys}
+    return {key: round(statistics.median(values), 3) if values else None for key, values in found.items()}
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def check_targets(scenarios: list[dict], dpop: dict) -> list[dict]:
+    """Each of TARGETS with the median it is judged by and whether it is met (None: not measured)."""
+    found = {scenario["scenario"]: scenario["median"] for scenario in scenarios}
+    found[DPOP] = {"ratio": dpop["median_ratio"], "cpu_ratio": dpop["median_cpu_ratio"]}
+    rows = []
+    for target in TARGETS:
+        median = found.get(target.scenario, {})
+        value = median.get(target.measure)
+        met = None if value is None else (value <= target.bound if target.at_most else value >= target.bound)
+        rows.append({**asdict(target), "median": value, "median_ratio": median.get("ratio"), "met": met})
+    return rows
 
 
 def print_report(report: dict) -> None:
-    print(f"\n{report['date']}, {report['cpus']} CPUs, {report['options']['workers']} workers, "
-          f"{report['options']['connections']} connections, {report['options']['duration']} s each")  # fmt: skip
-    width = max(len(r["scenario"]) for r in report["results"]) + 2
-    print(f"{'scenario':<{width}}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>7}{'same':>7}{'non-2xx':>9}"
-          f"{'CPU us':>8}")  # fmt: skip
-    for r in report["results"]:
-        cpu = f"{r['cpu_us_per_request']:>8.0f}" if r["cpu_us_per_request"] is not None else f"{'-':>8}"
-        print(f"{r['scenario']:<{width}}{r['requests_per_second']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-              f"{r['ratio']:>7.2f}{r['ratio_same_client']:>7.2f}{r['non_2xx']:>9}{cpu}")  # fmt: skip
+    options = report["options"]
+    print(f"\n{report['date']}, {report['cpus']} CPUs, {options['workers']} workers x {options['threads']} threads, "
+          f"{options['connections']} connections, {options['duration']} s each, {options['rounds']} rounds, "
+          f"worker connections {'capped' if options['cap_connections'] else 'as gunicorn.conf.py'}")  # fmt: skip
+    print("Medians over the rounds; ratios are to the ceiling of the same round driven the same way, per round "
+          "(median), by req/s and by server CPU per request (ceiling's / scenario's).")  # fmt: skip
+    width = max(len(s["scenario"]) for s in report["scenarios"]) + 2
+    per_round = 6 * options["rounds"] + 8
+    print(f"{'scenario':<{width}}{'req/s':>8}{'p99 ms':>8}{'CPU us':>8}{'non-2xx':>8}  {'req/s ratio':<{per_round}}"
+          f"CPU ratio")  # fmt: skip
+    for s in report["scenarios"]:
+        median = s["median"]
+        non_2xx = sum(row["non_2xx"] for row in s["rounds"])
+        ratios, cpu_ratios = _per_round(s["rounds"], median, "ratio"), _per_round(s["rounds"], median, "cpu_ratio")
+        cpu = _number(median["cpu_us_per_request"], ".0f")
+        print(f"{s['scenario']:<{width}}{median['requests_per_second'] or 0:>8.0f}{median['p99_ms'] or 0:>8.2f}"
+              f"{cpu:>8}{non_2xx:>8}  {ratios:<{per_round}}{cpu_ratios}")  # fmt: skip
+    hot = next((s for s in report["scenarios"] if s["scenario"] == HOT), None)
+    if hot:
+        print(f"hot secured p99 / fixed-header ceiling's: {_per_round(hot['rounds'], hot['median'], 'p99_ratio')}")
     dpop = report["dpop"]
     if dpop["rounds"]:
-        ratios = ", ".join(f"{r['ratio']:.2f}" for r in dpop["rounds"])
-        cpu = ", ".join(f"{r['cpu_ratio']:.2f}" if r["cpu_ratio"] else "-" for r in dpop["rounds"])
-        print(f"\nDPoP / cold ES256 bearer, req/s: {ratios}; median {dpop['median_ratio']:.2f}")
-        print(f"cold ES256 bearer / DPoP, server CPU per request: {cpu}; median {dpop['median_cpu_ratio'] or 0:.2f}")
+        print(f"\nDPoP / cold ES256 bearer, req/s: {_per_round(dpop['rounds'], dpop, 'ratio')}")
+        print(f"cold ES256 bearer / DPoP, server CPU per request: {_per_round(dpop['rounds'], dpop, 'cpu_ratio')}")
         if dpop["median_redis_ratio"] is not None:
-            redis = ", ".join(f"{r['redis_ratio']:.2f}" for r in dpop["rounds"])
-            redis_cpu = ", ".join(
-                f"{r['redis_cpu_ratio']:.2f}" if r["redis_cpu_ratio"] else "-" for r in dpop["rounds"]
-            )
-            print(f"DPoP, Redis store / host-local store, req/s: {redis}; median {dpop['median_redis_ratio']:.2f}")
-            print(f"DPoP, host-local / Redis store, server CPU per request: {redis_cpu}; "
-                  f"median {dpop['median_redis_cpu_ratio'] or 0:.2f}")  # fmt: skip
+            print(f"DPoP, Redis store / host-local store, req/s: {_per_round(dpop['rounds'], dpop, 'redis_ratio')}")
+            print("DPoP, host-local / Redis store, server CPU per request: "
+                  f"{_per_round(dpop['rounds'], dpop, 'redis_cpu_ratio')}")  # fmt: skip
+    print("\ntargets (median of the per-round ratios)")
+    width = max(len(t["name"]) for t in report["targets"]) + 2
+    print(f"{'target':<{width}}{'median':>8}{'req/s':>8}  met")
+    for t in report["targets"]:
+        met = "-" if t["met"] is None else "yes" if t["met"] else "no"
+        print(f"{t['name']:<{width}}{_number(t['median'], '.2f'):>8}{_number(t['median_ratio'], '.2f'):>8}  {met}")
     memory = report["memory"]
     before, after = list(memory["rss_mb_before"].values()), list(memory["rss_mb_after"].values())
     print(f"\nmemory: {memory['requests']} requests ({memory['non_2xx']} non-2xx); resident MB per worker "
           f"before {before}, after {after}")  # fmt: skip
-    print(f"written to {report['options']['results']}")
+    print(f"written to {options['results']}")
+
+
+def _per_round(rounds: list[dict], median: dict, key: str) -> str:
+    """`0.91 0.88 0.93 (0.91)`: each round's value of `key`, then the median (`key` or `median_<key>`)."""
+    value = median.get(key, median.get(f"median_{key}"))
+    return " ".join(_number(row.get(key), ".2f") for row in rounds) + f" ({_number(value, '.2f')})"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":
