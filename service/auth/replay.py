@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -35,6 +35,7 @@ from service.keys.jwks import retry_after
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+Connection = TypeVar("Connection")
 
 REPLAY_FILE = "dpop-replay.sqlite3"  # in DPOP_REPLAY_DIR
 RETRY_AFTER = 1  # seconds a client waits before retrying when the store did not answer
@@ -58,6 +59,23 @@ class _Warning:
             self._quiet_until = now + WARNING_COOLDOWN
             # The class name only: a driver's message can hold the server's address, reply or credentials.
             log.warning("DPoP replay store %serror (%s); DPoP requests get 503", self._store, error.__class__.__name__)
+
+
+class _PerProcess(Generic[Connection]):
+    """One connection per process, made on first use: a connection must not cross a fork into a worker."""
+
+    def __init__(self, connect: Callable[[], Connection]):
+        self._connect = connect
+        self._held: tuple[int, Connection] | None = None  # (pid, connection)
+
+    def get(self) -> Connection:
+        if self._held is None or self._held[0] != os.getpid():
+            self._held = (os.getpid(), self._connect())
+        return self._held[1]
+
+    def drop(self) -> None:
+        """Forget this process's connection; the next get() makes a new one."""
+        self._held = None
 
 
 def replay_key(thumbprint: str, jti: str) -> bytes:
@@ -114,7 +132,7 @@ class SqliteReplayStore:
     def __init__(self, path: str, clock: Callable[[], float] = time.time):
         self.path = path
         self._clock = clock  # wall clock: the expiry times are shared by processes
-        self._opened: tuple[int, sqlite3.Connection] | None = None  # (pid, connection): not across a fork
+        self._connection = _PerProcess(self._connect)
         self._purged_second = 0
         self._warning = _Warning("")
         self.combiner = Combiner(self._insert, queue_timeout=BUSY_TIMEOUT_MS / 1000)
@@ -129,7 +147,7 @@ class SqliteReplayStore:
     def _insert(self, items: Sequence[tuple[bytes, float]]) -> list[bool]:
         """One transaction: each key inserted unless recorded and not expired (True when inserted)."""
         now = self._clock()
-        connection = self._connect()
+        connection = self._connection.get()
         try:
             connection.execute("BEGIN IMMEDIATE")
             inserted = [connection.execute(self._UPSERT, (key, now + ttl, now)).rowcount == 1 for key, ttl in items]
@@ -139,24 +157,22 @@ class SqliteReplayStore:
             connection.execute("COMMIT")
         except BaseException:
             connection.close()  # rolls back; the next batch opens a new one
-            self._opened = None
+            self._connection.drop()
             raise
         return inserted
 
     def _connect(self) -> sqlite3.Connection:
-        # A connection must not cross a fork: a worker opens its own on first use. Any of its threads may lead a
-        # batch, one at a time (the combiner's turn), hence check_same_thread=False.
-        if self._opened is None or self._opened[0] != os.getpid():
-            connection = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-            )
-            # WAL lets readers and one writer proceed together; synchronous=OFF because the table is worth
-            # nothing after a crash of the host (its proofs have expired by the time it is back).
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=OFF")
-            connection.execute("CREATE TABLE IF NOT EXISTS seen (k BLOB PRIMARY KEY, exp REAL NOT NULL) WITHOUT ROWID")
-            self._opened = (os.getpid(), connection)
-        return self._opened[1]
+        # Any of a worker's threads may lead a batch, one at a time (the combiner's turn), hence
+        # check_same_thread=False.
+        connection = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        # WAL lets readers and one writer proceed together; synchronous=OFF because the table is worth
+        # nothing after a crash of the host (its proofs have expired by the time it is back).
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute("CREATE TABLE IF NOT EXISTS seen (k BLOB PRIMARY KEY, exp REAL NOT NULL) WITHOUT ROWID")
+        return connection
 
     def _purge(self, connection: sqlite3.Connection, now: float) -> None:
         slice_ = int(now) % PURGE_SLICES
@@ -196,7 +212,7 @@ class RedisReplayStore:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
-        self._opened: tuple[int, redis.Connection] | None = None  # (pid, connection): not across a fork
+        self._connection = _PerProcess(self._pool.make_connection)  # it connects on its first send
         self.combiner = Combiner(self._round_trip, queue_timeout=timeout)
         self._cooldown = cooldown
         self._clock = clock
@@ -213,20 +229,16 @@ class RedisReplayStore:
             )
             if reply is not None and reply not in self._OK:  # fail closed on anything but the two answers
                 raise redis.ResponseError("unexpected reply to SET")
-        except QueueTimeout as error:  # this worker was too busy to take its turn: Redis is not known to be down
-            self._warning.error(error)
-            raise ReplayStoreUnavailable(self.retry_after) from None
-        except (redis.RedisError, OSError) as error:
-            self._open_until = self._clock() + self._cooldown
+        except (redis.RedisError, OSError, QueueTimeout) as error:
+            if not isinstance(error, QueueTimeout):  # a worker too busy to take its turn says nothing of Redis
+                self._open_until = self._clock() + self._cooldown
             self._warning.error(error)
             raise ReplayStoreUnavailable(self.retry_after) from None
         return reply is not None
 
     def _round_trip(self, commands: Sequence[tuple]) -> list:
         """Every command in one write, then their replies in order."""
-        if self._opened is None or self._opened[0] != os.getpid():
-            self._opened = (os.getpid(), self._pool.make_connection())  # it connects on its first send
-        connection = self._opened[1]
+        connection = self._connection.get()
         try:
             connection.send_packed_command(connection.pack_commands(commands))
             return [connection.read_response() for _ in commands]
