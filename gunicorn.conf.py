@@ -11,6 +11,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find `service` from any working directory
 
+from service.ops import balance
 from service.ops.gunicorn_logging import logger_for
 from service.ops.startup import load_or_exit
 
@@ -19,8 +20,10 @@ settings = load_or_exit(os.environ)
 bind = f"0.0.0.0:{settings.port}"
 workers = settings.workers
 # gthread keeps connections alive and serves each from a thread pool; measured on 2 cores it served
-# more pings per second than sync (see README, "Choosing the worker class").
-worker_class = "gthread"
+# more pings per second than sync (see README, "Choosing the worker class"). FairShareWorker is gthread whose
+# workers take turns accepting, so kept-alive connections spread evenly over them (README, "Balanced workers");
+# pre_fork and child_exit below keep its table of who holds how many.
+worker_class = "service.ops.balance.FairShareWorker"
 threads = 8
 # Longer than the 60 s idle timeout of common load balancers, so the balancer (not gunicorn) closes idle
 # keep-alive connections and never reuses one that gunicorn is closing.
@@ -70,7 +73,12 @@ def on_starting(server):
         os.environ[REPLAY_DIR] = os.environ[MADE_REPLAY_DIR] = tempfile.mkdtemp(prefix="jwt-api-dpop-")
 
 
+def pre_fork(server, worker):
+    balance.assign(server, worker)
+
+
 def child_exit(server, worker):
+    balance.release(server, worker)
     # prometheus_client's bookkeeping for a dead worker: its live gauges (none yet) stop being summed; its counter
     # files stay, so totals never go back.
     if settings.metrics and os.environ.get(METRICS_DIR):

@@ -53,7 +53,7 @@ def run(options: Options, configs: tuple[tuple[int, int], ...] = CONFIGS) -> dic
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "cpus": os.cpu_count(),
-        "options": {**asdict(options), "results": str(options.results)},
+        "options": options.as_json(),
         "results": [{"config": label, **asdict(result)} for label, result in rows],
         "configs": summarise(rows),
     }

@@ -92,7 +92,8 @@ class Options:
     memory_tokens: int = 200_000
     rounds: int = 3  # interleaved pairs of cold ES256 bearer and DPoP scenarios
     threads: int = GTHREAD_THREADS  # per worker; `--threads` on the command line when not gunicorn.conf.py's
-    cap_connections: bool = True  # `--worker-connections` of each worker's share (see serve)
+    cap_connections: bool = False  # CAP_CONNECTIONS=1: `--worker-connections` of each worker's share (see serve)
+    gunicorn_args: tuple[str, ...] = ()  # more of gunicorn's command line, after gunicorn.conf.py's (loadtest.balance)
     results: Path = ROOT / "loadtest-results" / "latest.json"
 
     @classmethod
@@ -103,10 +104,13 @@ class Options:
                  "THREADS": "threads"}  # fmt: skip
         values = {field: int(environ[name]) for name, field in names.items() if environ.get(name)}
         if environ.get("CAP_CONNECTIONS"):
-            values["cap_connections"] = environ["CAP_CONNECTIONS"] != "0"
+            values["cap_connections"] = environ["CAP_CONNECTIONS"] not in ("", "0")
         if environ.get("RESULTS"):
             values["results"] = Path(environ["RESULTS"])
         return cls(**values)
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "results": str(self.results), "gunicorn_args": list(self.gunicorn_args)}
 
 
 @dataclass(frozen=True)
@@ -181,14 +185,12 @@ def serve(app: str, options: Options, **variables: str) -> Iterator[tuple[str, i
     if options.threads != GTHREAD_THREADS:  # the command line overrides gunicorn.conf.py (and GUNICORN_CMD_ARGS)
         command += ["--threads", str(options.threads)]
     if options.cap_connections:
-        # The one setting changed from gunicorn.conf.py, for every server alike (the ceiling too): each worker
-        # accepts at most its share of wrk's connections plus its thread count (a gthread worker closes kept-alive
-        # connections beyond worker_connections - threads). Otherwise one worker can take most of the connections
-        # while the other core idles, and that split, not the app, decides a run (see README, worker class).
-        # CAP_CONNECTIONS=0 leaves gunicorn.conf.py's worker_connections.
+        # CAP_CONNECTIONS=1, for comparison with runs from before fair-share accepting (service/ops/balance.py):
+        # each worker accepts at most its share of wrk's connections plus its thread count, the way those runs
+        # kept one worker from taking most of them. gunicorn.conf.py now spreads them by itself.
         connections_per_worker = math.ceil(options.connections / options.workers) + options.threads
         command += ["--worker-connections", str(connections_per_worker)]
-    command.append(app)
+    command += [*options.gunicorn_args, app]
     process = subprocess.Popen(command, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
     url = f"http://127.0.0.1:{port}"
     try:
@@ -357,7 +359,7 @@ def run(options: Options) -> dict:
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "cpus": os.cpu_count(),
-        "options": {**asdict(options), "results": str(options.results)},
+        "options": options.as_json(),
         "results": [asdict(r) for r in results + [result for pair in pairs for result in pair]],
         "scenarios": scenarios,
         "dpop": dpop,
