@@ -105,8 +105,10 @@ def test_rows_are_shared_with_a_forked_process():
     assert table.others(0) == [Sibling(11, 12)]
 
 
-def server_with(*workers) -> SimpleNamespace:
-    return SimpleNamespace(WORKERS={worker.pid: worker for worker in workers})
+def server_with(*workers, reuse_port: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(
+        WORKERS={worker.pid: worker for worker in workers}, cfg=SimpleNamespace(reuse_port=reuse_port)
+    )
 
 
 def worker(pid: int) -> SimpleNamespace:
@@ -151,3 +153,10 @@ def test_more_workers_than_rows_accept_freely_instead_of_failing():
     server.WORKERS[1] = first
     balance.assign(server, second)
     assert (first.fair_share_slot, second.fair_share_slot) == (0, None)
+
+
+def test_with_a_listener_per_worker_every_worker_accepts_freely():
+    server = server_with(reuse_port=True)
+    first = worker(1)
+    balance.assign(server, first)
+    assert getattr(first, "fair_share_slot", None) is None  # a connection queued at one worker could not move

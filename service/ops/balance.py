@@ -112,6 +112,10 @@ def turn(held: int, accepted: int, others: list[Sibling], full: int, slack: int 
 
 def assign(server, worker) -> None:
     """gunicorn's pre_fork, in the master: give `worker` a free row (the table is made on the first call)."""
+    if server.cfg.reuse_port:
+        # A listener per worker: a connection queued at a worker held back could not go to another, so with
+        # `--reuse-port` every worker accepts freely, as plain gthread.
+        return
     table = getattr(server, _ATTRIBUTE, None)
     if table is None:
         table = Table()
