@@ -44,10 +44,12 @@ LUA_ONCE = Path(__file__).with_name("tokens_once.lua")  # each token once
 LUA_DPOP = Path(__file__).with_name("dpop_once.lua")  # one DPoP token, each proof once
 GTHREAD_THREADS = 8  # gunicorn.conf.py's `threads`
 RSA_KID, EC_KID = "load-1", "load-ec-1"
-# Proofs for a DPoP scenario are made for its duration at this multiple of the rate cold ES256 bearer tokens just
-# reached; a pair of scenarios runs at most DPOP_MAX_DURATION s, so that making the proofs and sending them all
-# stays well within the 300 s a proof is accepted for (DPOP_PROOF_MAX_AGE).
-PROOF_HEADROOM, DPOP_MAX_DURATION = 1.5, 30
+# Proofs for a DPoP scenario are made for its duration at this multiple of the fastest rate the round has seen so
+# far (cold ES256 bearer's, then the host-local DPoP's for the Redis one), and for at least PROOF_FLOOR_RATE req/s:
+# on this shared machine one scenario can run twice as fast as the one before it, and a thread that runs out of
+# proofs sends replays. A pair of scenarios runs at most DPOP_MAX_DURATION s, so that making the proofs and
+# sending them all stays well within the 300 s a proof is accepted for (DPOP_PROOF_MAX_AGE).
+PROOF_HEADROOM, PROOF_FLOOR_RATE, DPOP_MAX_DURATION = 2.0, 1000.0, 30
 AUDIENCE, ISSUER, SECRET = "https://api.loadtest.local", "https://issuer.loadtest.local/", "l" * 32
 # The ceiling driven each way the service is: plain, a fixed Authorization header, a token per request (Lua).
 CEILINGS = {"plain": "ceiling /ping (bare Falcon)", "header": "ceiling, fixed token header",
@@ -462,19 +464,21 @@ def dpop_round(wrk: str, options: Options, load: Load, n: int, redis_url: str | 
                          server=pid)  # fmt: skip
         return replace(result, round=n)
 
-    def proofs(url: str) -> tuple[str, ...]:
+    def proofs(url: str, rate: float) -> tuple[str, ...]:
+        count = math.ceil(max(rate, PROOF_FLOOR_RATE) * duration * PROOF_HEADROOM)
         path = write_proofs(load.folder / "proofs.txt", count, load.client_key, load.client_jwk, url, load.bound)
         return (load.bound, str(path), str(options.wrk_threads))
 
     with serve("service.app:app", options, JWT_CACHE_SIZE="0", **load.es) as (url, pid):
         bearer = drive(BEARER_ES, url + "/secured/ping", pid, LUA, (str(load.es_tokens),))
-    count = math.ceil(max(bearer.requests_per_second, 100.0) * duration * PROOF_HEADROOM)
     with serve("service.app:app", options, **load.es) as (url, pid):
-        dpop = drive(DPOP, url + "/secured/ping", pid, LUA_DPOP, proofs(url + "/secured/ping"))
+        secured = url + "/secured/ping"
+        dpop = drive(DPOP, secured, pid, LUA_DPOP, proofs(secured, bearer.requests_per_second))
     if redis_url is None:
         return bearer, dpop
     with serve("service.app:app", options, DPOP_REPLAY_STORE=redis_url, **load.es) as (url, pid):
-        redis = drive(DPOP_REDIS, url + "/secured/ping", pid, LUA_DPOP, proofs(url + "/secured/ping"))
+        rate = max(bearer.requests_per_second, dpop.requests_per_second)
+        redis = drive(DPOP_REDIS, url + "/secured/ping", pid, LUA_DPOP, proofs(url + "/secured/ping", rate))
     return bearer, dpop, redis
 
 
