@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from service.auth import replay
 from service.auth.replay import MemoryReplayStore, SqliteReplayStore, replay_key
 from service.errors import ReplayStoreUnavailable
 from tests.factories import FakeClock
@@ -152,3 +154,29 @@ def test_a_failing_store_logs_one_warning_per_cooldown(tmp_path, caplog):
         with pytest.raises(ReplayStoreUnavailable):
             missing.first_use(KEY, 300)
     assert len([r for r in caplog.records if "replay store error" in r.getMessage()]) == 1
+
+
+def test_a_write_turn_held_past_the_busy_timeout_is_unavailable_not_a_hang(tmp_path, monkeypatch):
+    path = str(tmp_path / "replay.sqlite3")
+    replays = SqliteReplayStore(path)
+    assert replays.first_use(KEY, 300) is True
+    monkeypatch.setattr(replay, "BUSY_TIMEOUT_MS", 100)
+    with open(path + ".lock", "ab") as other_worker:  # another open file: flock refuses it to the store
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(ReplayStoreUnavailable):
+            replays.first_use(b"another key 0123", 300)
+        assert time.monotonic() - started < 5  # gave up after its timeout, not when the turn came back
+        fcntl.flock(other_worker, fcntl.LOCK_UN)
+    assert replays.first_use(b"another key 0123", 300) is True  # the turn back, the write goes through
+    assert replays.first_use(KEY, 300) is False
+
+
+def test_a_write_waits_for_a_turn_released_within_the_timeout(tmp_path):
+    path = str(tmp_path / "replay.sqlite3")
+    replays = SqliteReplayStore(path)
+    replays.first_use(b"create the table", 1)
+    with open(path + ".lock", "ab") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+        threading.Timer(0.05, fcntl.flock, (other_worker, fcntl.LOCK_UN)).start()
+        assert replays.first_use(KEY, 300) is True
