@@ -106,7 +106,7 @@ class Options:
                  "THREADS": "threads"}  # fmt: skip
         values = {field: int(environ[name]) for name, field in names.items() if environ.get(name)}
         if environ.get("CAP_CONNECTIONS"):
-            values["cap_connections"] = environ["CAP_CONNECTIONS"] not in ("", "0")
+            values["cap_connections"] = environ["CAP_CONNECTIONS"] != "0"
         if environ.get("RESULTS"):
             values["results"] = Path(environ["RESULTS"])
         return cls(**values)
@@ -464,21 +464,20 @@ def dpop_round(wrk: str, options: Options, load: Load, n: int, redis_url: str | 
                          server=pid)  # fmt: skip
         return replace(result, round=n)
 
-    def proofs(url: str, rate: float) -> tuple[str, ...]:
+    def drive_dpop(scenario: str, url: str, pid: int, rate: float) -> Result:
+        secured = url + "/secured/ping"
         count = math.ceil(max(rate, PROOF_FLOOR_RATE) * duration * PROOF_HEADROOM)
-        path = write_proofs(load.folder / "proofs.txt", count, load.client_key, load.client_jwk, url, load.bound)
-        return (load.bound, str(path), str(options.wrk_threads))
+        path = write_proofs(load.folder / "proofs.txt", count, load.client_key, load.client_jwk, secured, load.bound)
+        return drive(scenario, secured, pid, LUA_DPOP, (load.bound, str(path), str(options.wrk_threads)))
 
     with serve("service.app:app", options, JWT_CACHE_SIZE="0", **load.es) as (url, pid):
         bearer = drive(BEARER_ES, url + "/secured/ping", pid, LUA, (str(load.es_tokens),))
     with serve("service.app:app", options, **load.es) as (url, pid):
-        secured = url + "/secured/ping"
-        dpop = drive(DPOP, secured, pid, LUA_DPOP, proofs(secured, bearer.requests_per_second))
+        dpop = drive_dpop(DPOP, url, pid, bearer.requests_per_second)
     if redis_url is None:
         return bearer, dpop
     with serve("service.app:app", options, DPOP_REPLAY_STORE=redis_url, **load.es) as (url, pid):
-        rate = max(bearer.requests_per_second, dpop.requests_per_second)
-        redis = drive(DPOP_REDIS, url + "/secured/ping", pid, LUA_DPOP, proofs(url + "/secured/ping", rate))
+        redis = drive_dpop(DPOP_REDIS, url, pid, max(bearer.requests_per_second, dpop.requests_per_second))
     return bearer, dpop, redis
 
 

@@ -163,12 +163,14 @@ class FairShareWorker(ThreadWorker):
         super().set_accept_enabled(enabled)
 
     def accept(self, listener):
+        if self.fair_share_slot is None:  # no row: plain gthread
+            return super().accept(listener)
         # As many connections of a burst in one turn of the loop as the turn allows.
         while True:
             before = self.nr_conns
             super().accept(listener)
-            if self.nr_conns == before or self.fair_share_slot is None or not self.alive:
-                return  # the queue was empty (another worker took the connection), no turns to keep, or stopping
+            if self.nr_conns == before or not self.alive:
+                return  # the queue was empty (another worker took the connection), or this worker is stopping
             self._accepted += 1
             if self.nr_conns >= self.worker_connections or not self._my_turn():
                 super().set_accept_enabled(False)  # run() enables it again once there is room and its turn
