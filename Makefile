@@ -7,10 +7,28 @@ DEV_DIR := .dev
 DEV_ISSUER := https://dev.local/
 DEV_AUDIENCE := https://api.dev.local
 SCOPE ?=
+PERMISSIONS ?=
+TTL ?= 3600
 BOUND ?=
 METHOD ?= GET
+NONCE ?=
 
-.PHONY: install run token proof test lint loadtest loadtest-matrix clean
+.PHONY: help install run token proof test lint loadtest loadtest-matrix clean
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make run        serve on a development key on :8000 (PORT=8080 make run for another port)"
+	@echo "make token      print a token for that key: SCOPE=\"a b\", PERMISSIONS=\"a b\" (Auth0's RBAC array),"
+	@echo "                TTL=seconds (default 3600), BOUND=1 (DPoP-bound to .dev/dpop.pem)"
+	@echo "make proof      print a DPoP proof for one request: URL=... TOKEN=... [METHOD=GET] [NONCE=...]"
+	@echo "                (the URL exactly as the request is sent: localhost is not 127.0.0.1)"
+	@echo "make test       build .venv and run the whole suite"
+	@echo "make lint       ruff check and format check"
+	@echo "make loadtest   the benchmark: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS, CAP_CONNECTIONS,"
+	@echo "                HS_TOKENS, RS_TOKENS, ES_TOKENS, MEMORY_TOKENS"
+	@echo "make loadtest-matrix  workers x threads by server CPU per request"
+	@echo "make image      the container image: IMAGE, IMAGE_BASE, IMAGE_VERSION, IMAGE_SOURCE, IMAGE_BUILD_FLAGS"
+	@echo "make install    only build .venv;  make clean  remove .venv, .dev and caches"
 
 # Bootstrap output goes to stderr so `$(make -s token)` captures only the token.
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -31,11 +49,12 @@ run: install $(DEV_DIR)/jwks.json
 # BOUND=1: a DPoP-bound token; `make -s proof URL=... TOKEN=...` then prints a proof for one request with it.
 token: install $(DEV_DIR)/jwks.json
 	@$(BIN)/python -m service.devtoken mint $(DEV_DIR) --issuer $(DEV_ISSUER) --audience $(DEV_AUDIENCE) --scope "$(SCOPE)" \
-		$(if $(BOUND),--bound)
+		--permissions "$(PERMISSIONS)" --ttl "$(TTL)" $(if $(BOUND),--bound)
 
 proof: install $(DEV_DIR)/jwks.json
 	@test -n "$(URL)" -a -n "$(TOKEN)" || { echo "usage: make -s proof URL=http://localhost:8000/secured/ping TOKEN=..." >&2; exit 2; }
-	@$(BIN)/python -m service.devtoken proof $(DEV_DIR) --url "$(URL)" --token "$(TOKEN)" --method "$(METHOD)"
+	@$(BIN)/python -m service.devtoken proof $(DEV_DIR) --url "$(URL)" --token "$(TOKEN)" --method "$(METHOD)" \
+		--nonce "$(NONCE)"
 
 test: install
 	$(BIN)/python -m pytest

@@ -4,6 +4,7 @@ Values come from the service's Settings (the one place that reads the environmen
 runs here, in the master, so a bad configuration stops gunicorn with one line before any worker forks.
 """
 
+import atexit
 import os
 import shutil
 import sys
@@ -59,18 +60,32 @@ METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # DPoP: every worker records the proofs it accepted in one SQLite file here, so a proof replayed to another worker
 # of this master is refused too (service/auth/replay.py). An operator's own DPOP_REPLAY_DIR is used as it is.
 REPLAY_DIR = "DPOP_REPLAY_DIR"
-# The directory this master made, kept in the environment: a reload (SIGHUP) runs this file again, and on_exit
-# must still know which directory is its own to remove.
-MADE_REPLAY_DIR = "JWT_API_MADE_REPLAY_DIR"
 
 
 def on_starting(server):
     # prometheus_client picks multiprocess mode when a worker first imports it, so the variable must be set here,
     # in the master before any fork; a fresh directory per master, so no counts carry over from an earlier run.
+    made = []
     if settings.metrics:
-        os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="jwt-api-metrics-")
+        os.environ[METRICS_DIR] = _make_dir(made, "jwt-api-metrics-")
     if settings.dpop != "off" and not settings.dpop_replay_dir:
-        os.environ[REPLAY_DIR] = os.environ[MADE_REPLAY_DIR] = tempfile.mkdtemp(prefix="jwt-api-dpop-")
+        os.environ[REPLAY_DIR] = _make_dir(made, "jwt-api-dpop-")
+    # Removed at the master's exit by atexit rather than on_exit: gunicorn leaves without on_exit when it cannot
+    # bind or stops on an error of its own, and a reload (SIGHUP) runs this file again, forgetting module state.
+    # Workers leave through sys.exit too, so only this process removes them. Nothing in them outlives the master:
+    # the counts belong to its workers and the proofs mean nothing to the next master.
+    atexit.register(_remove_dirs, made, os.getpid())
+
+
+def _make_dir(made: list[str], prefix: str) -> str:
+    made.append(tempfile.mkdtemp(prefix=prefix))
+    return made[-1]
+
+
+def _remove_dirs(made: list[str], master_pid: int) -> None:
+    if os.getpid() == master_pid:
+        for directory in made:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def pre_fork(server, worker):
@@ -85,12 +100,3 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess  # only now: the variable is set, as in the workers
 
         multiprocess.mark_process_dead(worker.pid, os.environ[METRICS_DIR])
-
-
-def on_exit(server):
-    # The counts belong to this master's workers only, and nothing reads them once gunicorn has stopped.
-    if settings.metrics and os.environ.get(METRICS_DIR):  # only the directory on_starting made
-        shutil.rmtree(os.environ[METRICS_DIR], ignore_errors=True)
-    made = os.environ.get(MADE_REPLAY_DIR)
-    if made and made == os.environ.get(REPLAY_DIR):  # the proofs it holds mean nothing to the next master
-        shutil.rmtree(made, ignore_errors=True)

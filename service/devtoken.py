@@ -1,8 +1,8 @@
 """Development keys and tokens, for `make run` and `make token`; never for production.
 
     python -m service.devtoken init DIR                      # RSA key + JWKS in DIR, once
-    python -m service.devtoken mint DIR --issuer I --audience A [--scope S] [--ttl SECONDS] [--bound]
-    python -m service.devtoken proof DIR --url URL --token TOKEN [--method GET]
+    python -m service.devtoken mint DIR --issuer I --audience A [--scope S] [--permissions P] [--ttl SECONDS] [--bound]
+    python -m service.devtoken proof DIR --url URL --token TOKEN [--method GET] [--nonce NONCE]
 
 `init` writes `DIR/private.pem` and `DIR/jwks.json` (public key only) unless they exist; `mint` prints
 only the token on stdout, so `$(make -s token)` can be pasted into a curl command. With `--bound` the token
@@ -55,24 +55,32 @@ def mint(
     issuer: str,
     audience: str,
     scope: str = "",
+    permissions: str = "",
     ttl: int = DEFAULT_TTL,
     now: float | None = None,
     bound: bool = False,
 ) -> str:
-    """A token signed with the development key in `directory`, valid for `ttl` seconds; `bound`: DPoP-bound."""
+    """A token signed with the development key in `directory`, valid for `ttl` seconds; `bound`: DPoP-bound.
+
+    `scope` becomes the `scope` claim, `permissions` (space-separated) Auth0's RBAC `permissions` array."""
     now = int(time.time() if now is None else now)
     jwk = json.loads((directory / "jwks.json").read_text())["keys"][0]
     claims = {"iss": issuer, "aud": audience, "sub": "dev-user", "iat": now, "exp": now + ttl}
     if scope:
         claims["scope"] = scope
+    if permissions.split():
+        claims["permissions"] = permissions.split()
     if bound:
         claims["cnf"] = {"jkt": thumbprint(_dpop_jwk(_dpop_key(directory)))}
     private_key = (directory / "private.pem").read_bytes()
     return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": jwk["kid"]})
 
 
-def proof(directory: Path, *, url: str, token: str, method: str = "GET", now: float | None = None) -> str:
-    """A DPoP proof of the development client's key for `method` `url` with `token` (RFC 9449 section 4.2)."""
+def proof(
+    directory: Path, *, url: str, token: str, method: str = "GET", nonce: str = "", now: float | None = None
+) -> str:
+    """A DPoP proof of the development client's key for `method` `url` with `token` (RFC 9449 section 4.2),
+    carrying the server's `nonce` when one is given (section 8)."""
     key = _dpop_key(directory)
     claims = {
         "jti": secrets.token_urlsafe(16),
@@ -81,6 +89,8 @@ def proof(directory: Path, *, url: str, token: str, method: str = "GET", now: fl
         "iat": int(time.time() if now is None else now),
         "ath": access_token_hash(token),
     }
+    if nonce:
+        claims["nonce"] = nonce
     return jwt.encode(claims, key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": _dpop_jwk(key)})
 
 
@@ -119,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     mint_cmd.add_argument("--issuer", required=True)
     mint_cmd.add_argument("--audience", required=True)
     mint_cmd.add_argument("--scope", default="")
+    mint_cmd.add_argument("--permissions", default="", help="space-separated: Auth0's RBAC `permissions` claim")
     mint_cmd.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="seconds the token is valid")
     mint_cmd.add_argument("--bound", action="store_true", help="bind the token to the development DPoP key")
     proof_cmd = commands.add_parser("proof", help="print a DPoP proof of the development DPoP key")
@@ -126,16 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     proof_cmd.add_argument("--url", required=True, help="the URL the request goes to, e.g. http://localhost:8000/...")
     proof_cmd.add_argument("--token", required=True, help="the DPoP-bound access token the request carries")
     proof_cmd.add_argument("--method", default="GET")
+    proof_cmd.add_argument("--nonce", default="", help="the server's DPoP-Nonce, when it asks for one")
     args = parser.parse_args(argv)
     if args.command == "init":
         if init_keys(args.directory):
             print(f"created a development key in {args.directory}/", file=sys.stderr)
         return 0
     if args.command == "proof":
-        print(proof(args.directory, url=args.url, token=args.token, method=args.method))
+        print(proof(args.directory, url=args.url, token=args.token, method=args.method, nonce=args.nonce))
         return 0
     minted = mint(
-        args.directory, issuer=args.issuer, audience=args.audience, scope=args.scope, ttl=args.ttl, bound=args.bound
+        args.directory,
+        issuer=args.issuer,
+        audience=args.audience,
+        scope=args.scope,
+        permissions=args.permissions,
+        ttl=args.ttl,
+        bound=args.bound,
     )
     print(minted)
     return 0

@@ -33,8 +33,9 @@ MIN_NONCE_SECRET_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
+# The spellings every boolean variable accepts, in any case (docs: the configuration table); nothing else.
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 class ConfigError(ValueError):
@@ -203,10 +204,21 @@ def _auth0(env: Mapping[str, str]) -> dict[str, str]:
         raise ConfigError(
             f"AUTH0_DOMAIN and {clashing[0]} are both set: AUTH0_DOMAIN already sets the issuer and keys."
         )
-    domain = env["AUTH0_DOMAIN"].removeprefix("https://").rstrip("/")
-    if not _HOST.fullmatch(domain):
-        raise ConfigError("AUTH0_DOMAIN must be a host name such as your-tenant.us.auth0.com.")
+    domain = _auth0_host(env["AUTH0_DOMAIN"])
     return {"JWT_ISSUER": f"https://{domain}/", "JWT_JWKS_URL": f"https://{domain}/.well-known/jwks.json"}
+
+
+def _auth0_host(value: str) -> str:
+    """AUTH0_DOMAIN as the lower-case host Auth0 writes into `iss`; a pasted `https://host/` is that host."""
+    domain = value.lower()
+    domain = domain.removeprefix("https://")
+    domain = domain[:-1] if domain.endswith("/") else domain
+    if not _HOST.fullmatch(domain):
+        raise ConfigError(
+            "AUTH0_DOMAIN must be the tenant's host name only, such as your-tenant.us.auth0.com "
+            "(no http://, path or query)."
+        )
+    return domain
 
 
 def _check_key_source(settings: Settings) -> None:
@@ -334,11 +346,12 @@ def _number(env: Mapping[str, str], name: str, default: float | None, *, integer
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """The one parser of boolean variables: TRUE_WORDS or FALSE_WORDS in any case, anything else refused."""
     value = env.get(name, "").lower()
     if not value:
         return default
-    if value in _TRUE:
+    if value in TRUE_WORDS:
         return True
-    if value in _FALSE:
+    if value in FALSE_WORDS:
         return False
-    raise ConfigError(f"{name} must be 1 or 0.")
+    raise ConfigError(f"{name} must be 1, true, yes or on, or 0, false, no or off.")

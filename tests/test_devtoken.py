@@ -4,6 +4,7 @@ import json
 import stat
 
 import falcon.testing
+import jwt
 
 from service import devtoken
 from service.app import create_app
@@ -76,3 +77,50 @@ def test_a_bound_token_and_its_proofs_pass_the_service_and_the_token_alone_does_
     assert get({"Authorization": f"DPoP {token}", "DPoP": proof()}).status_code == 200
     assert get({"Authorization": f"DPoP {token}", "DPoP": proof()}).status_code == 200  # a fresh proof each time
     assert get({"Authorization": f"Bearer {token}"}).json["code"] == "invalid_token"
+
+
+def test_permissions_become_auth0_s_rbac_array_and_pass_the_scope_check(tmp_path, capsys):
+    directory = tmp_path / "dev"
+    devtoken.init_keys(directory)
+    settings = Settings(
+        audiences=(AUDIENCE,), algorithms=("RS256",), issuer=ISSUER, jwks_file=str(directory / "jwks.json")
+    )
+    client = falcon.testing.TestClient(create_app(settings))
+    argv = ["mint", str(directory), "--issuer", ISSUER, "--audience", AUDIENCE, "--permissions", "read:messages other"]
+    assert devtoken.main(argv) == 0
+    token = capsys.readouterr().out.strip()
+    assert jwt.decode(token, options={"verify_signature": False})["permissions"] == ["read:messages", "other"]
+    response = client.simulate_get("/secured/scoped/ping", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+def test_ttl_sets_how_long_the_token_is_valid(tmp_path, capsys):
+    devtoken.init_keys(tmp_path)
+    assert devtoken.main(["mint", str(tmp_path), "--issuer", ISSUER, "--audience", AUDIENCE, "--ttl", "60"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_a_proof_with_the_server_s_nonce_passes_a_service_that_asks_for_one(tmp_path, capsys):
+    directory = tmp_path / "dev"
+    devtoken.init_keys(directory)
+    settings = Settings(
+        audiences=(AUDIENCE,),
+        algorithms=("RS256",),
+        issuer=ISSUER,
+        jwks_file=str(directory / "jwks.json"),
+        dpop_nonce_secret=b"n" * 32,
+    )
+    client = falcon.testing.TestClient(create_app(settings))
+    url = "http://falconframework.org/secured/ping"
+    token = devtoken.mint(directory, issuer=ISSUER, audience=AUDIENCE, bound=True)
+
+    def get(nonce: str):
+        argv = ["proof", str(directory), "--url", url, "--token", token] + (["--nonce", nonce] if nonce else [])
+        assert devtoken.main(argv) == 0
+        proof = capsys.readouterr().out.strip()
+        return client.simulate_get("/secured/ping", headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+
+    refused = get("")
+    assert (refused.status_code, refused.json["code"]) == (401, "use_dpop_nonce")
+    assert get(refused.headers["DPoP-Nonce"]).status_code == 200

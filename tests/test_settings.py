@@ -126,11 +126,39 @@ def test_small_jwks_timings_are_accepted():
 
 
 def test_auth0_domain_sets_issuer_and_jwks_url():
-    for domain in ("tenant.eu.auth0.com", "https://tenant.eu.auth0.com/"):
+    for domain in ("tenant.eu.auth0.com", "https://tenant.eu.auth0.com/", "Tenant.EU.Auth0.com", "HTTPS://Tenant.eu.auth0.com"):
         result = Settings.from_env({"JWT_AUDIENCE": "a", "AUTH0_DOMAIN": domain})
         assert result.issuer == "https://tenant.eu.auth0.com/"
         assert result.jwks_url == "https://tenant.eu.auth0.com/.well-known/jwks.json"
         assert result.algorithms == ("RS256",)
+
+
+@pytest.mark.parametrize(
+    "domain", ["http://tenant.auth0.com", "https://tenant.auth0.com/path", "tenant.auth0.com?x=1", "https://", "a b"]
+)
+def test_auth0_domain_that_is_not_a_host_says_what_to_write(domain):
+    message = config_error(JWT_SECRET=None, AUTH0_DOMAIN=domain)
+    assert message == (
+        "AUTH0_DOMAIN must be the tenant's host name only, such as your-tenant.us.auth0.com (no http://, path or query)."
+    )
+    assert domain not in message
+
+
+@pytest.mark.parametrize("variable", ["ACCESS_LOG", "METRICS", "JWT_REQUIRE_AT_JWT"])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(word, True) for word in ("1", "true", "TRUE", "Yes", "on")]
+    + [(word, False) for word in ("0", "false", "False", "NO", "Off")],
+)
+def test_every_boolean_variable_takes_the_documented_spellings_in_any_case(variable, value, expected):
+    field = {"ACCESS_LOG": "access_log", "METRICS": "metrics", "JWT_REQUIRE_AT_JWT": "require_at_jwt"}[variable]
+    assert getattr(settings(**{variable: value}), field) is expected
+
+
+@pytest.mark.parametrize("variable", ["ACCESS_LOG", "METRICS", "JWT_REQUIRE_AT_JWT"])
+@pytest.mark.parametrize("value", ["2", "y", "n", "enabled", "tru", "-1", "0.0"])
+def test_every_boolean_variable_refuses_anything_else_naming_the_variable(variable, value):
+    assert config_error(**{variable: value}) == f"{variable} must be 1, true, yes or on, or 0, false, no or off."
 
 
 def test_issuer_alone_means_openid_connect_discovery():
@@ -233,7 +261,7 @@ def test_public_url_is_normalised(value, normalized):
         ({"PUBLIC_URL": "https://api.example.com/?x=1"}, "PUBLIC_URL must be"),
         ({"PUBLIC_URL": "https://user@api.example.com"}, "PUBLIC_URL must be"),
         ({"PUBLIC_URL": "https://api.example.com:99999"}, "PUBLIC_URL must be"),
-        ({"JWT_REQUIRE_AT_JWT": "maybe"}, "JWT_REQUIRE_AT_JWT must be 1 or 0."),
+        ({"JWT_REQUIRE_AT_JWT": "maybe"}, "JWT_REQUIRE_AT_JWT must be 1, true, yes or on, or 0, false, no or off."),
     ],
 )
 def test_bad_dpop_or_public_url_setting_names_the_variable(env, variable):
