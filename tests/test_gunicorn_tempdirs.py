@@ -18,9 +18,8 @@ def test_a_failed_bind_leaves_no_folder_behind(tmp_path):
     with socket.socket() as busy:
         busy.bind(("", 0))  # every interface, as gunicorn.conf.py binds
         busy.listen()
-        environ = environment(
-            JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, TMPDIR=str(temp), PORT=str(busy.getsockname()[1])
-        )
+        port = str(busy.getsockname()[1])
+        environ = environment(JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, TMPDIR=str(temp), PORT=port)
         finished = subprocess.run(
             GUNICORN, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=BIND_GIVES_UP, check=False
         )

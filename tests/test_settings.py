@@ -126,7 +126,12 @@ def test_small_jwks_timings_are_accepted():
 
 
 def test_auth0_domain_sets_issuer_and_jwks_url():
-    for domain in ("tenant.eu.auth0.com", "https://tenant.eu.auth0.com/", "Tenant.EU.Auth0.com", "HTTPS://Tenant.eu.auth0.com"):
+    for domain in (
+        "tenant.eu.auth0.com",
+        "https://tenant.eu.auth0.com/",
+        "Tenant.EU.Auth0.com",
+        "HTTPS://Tenant.eu.auth0.com",
+    ):
         result = Settings.from_env({"JWT_AUDIENCE": "a", "AUTH0_DOMAIN": domain})
         assert result.issuer == "https://tenant.eu.auth0.com/"
         assert result.jwks_url == "https://tenant.eu.auth0.com/.well-known/jwks.json"
@@ -139,7 +144,8 @@ def test_auth0_domain_sets_issuer_and_jwks_url():
 def test_auth0_domain_that_is_not_a_host_says_what_to_write(domain):
     message = config_error(JWT_SECRET=None, AUTH0_DOMAIN=domain)
     assert message == (
-        "AUTH0_DOMAIN must be the tenant's host name only, such as your-tenant.us.auth0.com (no http://, path or query)."
+        "AUTH0_DOMAIN must be the tenant's host name only, such as your-tenant.us.auth0.com "
+        "(no http://, path or query)."
     )
     assert domain not in message
 
