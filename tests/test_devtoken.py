@@ -14,6 +14,17 @@ ISSUER = "https://dev.local/"
 AUDIENCE = "https://api.dev.local"
 
 
+def dev_client(directory, **settings) -> falcon.testing.TestClient:
+    """The app trusting the development key made in `directory`, as `make run` serves it."""
+    devtoken.init_keys(directory)
+    jwks_file = str(directory / "jwks.json")
+    return falcon.testing.TestClient(
+        create_app(
+            Settings(audiences=(AUDIENCE,), algorithms=("RS256",), issuer=ISSUER, jwks_file=jwks_file, **settings)
+        )
+    )
+
+
 def test_init_writes_a_private_key_and_a_public_jwks_once(tmp_path):
     assert devtoken.init_keys(tmp_path / "dev") is True
     jwks = json.loads((tmp_path / "dev" / "jwks.json").read_text())
@@ -28,10 +39,7 @@ def test_init_writes_a_private_key_and_a_public_jwks_once(tmp_path):
 
 def test_minted_tokens_pass_the_service_configured_with_the_dev_jwks(tmp_path):
     directory = tmp_path / "dev"
-    devtoken.init_keys(directory)
-    jwks_file = str(directory / "jwks.json")
-    settings = Settings(audiences=(AUDIENCE,), algorithms=("RS256",), issuer=ISSUER, jwks_file=jwks_file)
-    client = falcon.testing.TestClient(create_app(settings))
+    client = dev_client(directory)
 
     plain = devtoken.mint(directory, issuer=ISSUER, audience=AUDIENCE)
     scoped = devtoken.mint(directory, issuer=ISSUER, audience=AUDIENCE, scope="read:messages")
@@ -54,11 +62,7 @@ def test_mint_prints_only_the_token(tmp_path, capsys):
 
 def test_a_bound_token_and_its_proofs_pass_the_service_and_the_token_alone_does_not(tmp_path, capsys):
     directory = tmp_path / "dev"
-    devtoken.init_keys(directory)
-    settings = Settings(
-        audiences=(AUDIENCE,), algorithms=("RS256",), issuer=ISSUER, jwks_file=str(directory / "jwks.json")
-    )
-    client = falcon.testing.TestClient(create_app(settings))
+    client = dev_client(directory)
     url = "http://falconframework.org/secured/ping"  # falcon.testing's host
 
     assert devtoken.main(["mint", str(directory), "--issuer", ISSUER, "--audience", AUDIENCE, "--bound"]) == 0
@@ -81,11 +85,7 @@ def test_a_bound_token_and_its_proofs_pass_the_service_and_the_token_alone_does_
 
 def test_permissions_become_auth0_s_rbac_array_and_pass_the_scope_check(tmp_path, capsys):
     directory = tmp_path / "dev"
-    devtoken.init_keys(directory)
-    settings = Settings(
-        audiences=(AUDIENCE,), algorithms=("RS256",), issuer=ISSUER, jwks_file=str(directory / "jwks.json")
-    )
-    client = falcon.testing.TestClient(create_app(settings))
+    client = dev_client(directory)
     argv = ["mint", str(directory), "--issuer", ISSUER, "--audience", AUDIENCE, "--permissions", "read:messages other"]
     assert devtoken.main(argv) == 0
     token = capsys.readouterr().out.strip()
@@ -103,15 +103,7 @@ def test_ttl_sets_how_long_the_token_is_valid(tmp_path, capsys):
 
 def test_a_proof_with_the_server_s_nonce_passes_a_service_that_asks_for_one(tmp_path, capsys):
     directory = tmp_path / "dev"
-    devtoken.init_keys(directory)
-    settings = Settings(
-        audiences=(AUDIENCE,),
-        algorithms=("RS256",),
-        issuer=ISSUER,
-        jwks_file=str(directory / "jwks.json"),
-        dpop_nonce_secret=b"n" * 32,
-    )
-    client = falcon.testing.TestClient(create_app(settings))
+    client = dev_client(directory, dpop_nonce_secret=b"n" * 32)
     url = "http://falconframework.org/secured/ping"
     token = devtoken.mint(directory, issuer=ISSUER, audience=AUDIENCE, bound=True)
 
