@@ -2,7 +2,8 @@
 
 Auth failures are `AuthError` subclasses: each carries its HTTP status, the public `code`, a fixed
 description (never anything the client sent) and its RFC 6750 challenge. Framework errors (404, 405, an
-unexpected exception) get the same `{"code", "description"}` body from `serialize_error`.
+unexpected exception) get the same `{"code", "description"}` body from `serialize_error`, and so do the requests
+gunicorn refuses before the app runs (the `ApiError` constants below, written by service/ops/refusals.py).
 """
 
 from __future__ import annotations
@@ -212,6 +213,48 @@ _FRAMEWORK_ERRORS = {
 }
 
 
+# Requests gunicorn refuses before the app sees them (service/ops/refusals.py picks one for each of gunicorn's
+# exceptions), with the status gunicorn gives. Descriptions state the rule, never the request's own bytes.
+REQUEST_LINE_TOO_LONG = ApiError(
+    falcon.HTTP_414, "request_line_too_long", "The request line is longer than this server accepts."
+)
+HEADER_TOO_LARGE = ApiError(
+    falcon.HTTP_431, "header_too_large", "A header field, or the header section, is larger than this server accepts."
+)
+TOO_MANY_HEADERS = ApiError(
+    falcon.HTTP_431, "too_many_headers", "The request has more header fields than this server accepts."
+)
+MALFORMED_REQUEST_LINE = ApiError(
+    falcon.HTTP_400, "malformed_request_line", "The request line is not a valid HTTP request line."
+)
+INVALID_METHOD = ApiError(falcon.HTTP_400, "invalid_method", "The request method is not a valid HTTP method.")
+UNSUPPORTED_HTTP_VERSION = ApiError(
+    falcon.HTTP_400, "unsupported_http_version", "The request's HTTP version is not HTTP/1.x."
+)
+MALFORMED_HEADER = ApiError(falcon.HTTP_400, "malformed_header", "A header field is not a valid HTTP header field.")
+INVALID_CONTENT_LENGTH = ApiError(
+    falcon.HTTP_400,
+    "invalid_content_length",
+    "Content-Length must be one non-negative number and cannot come with Transfer-Encoding.",
+)
+INVALID_TRANSFER_ENCODING = ApiError(
+    falcon.HTTP_400,
+    "invalid_transfer_encoding",
+    "Transfer-Encoding must end with chunked, once, and only on HTTP/1.1.",
+)
+UNSUPPORTED_TRANSFER_CODING = ApiError(
+    falcon.HTTP_501, "unsupported_transfer_coding", "The request uses a transfer coding this server does not support."
+)
+INVALID_CHUNKED_BODY = ApiError(falcon.HTTP_400, "invalid_chunked_body", "The chunked request body is not valid.")
+EXPECTATION_FAILED = ApiError(
+    falcon.HTTP_417, "expectation_failed", "The server cannot meet the expectation in the Expect header."
+)
+FORBIDDEN_CONNECTION = ApiError(
+    falcon.HTTP_403, "forbidden_connection", "This connection is not allowed to make requests here."
+)
+MALFORMED_REQUEST = ApiError(falcon.HTTP_400, "malformed_request", "The request is not valid HTTP.")
+
+
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -229,7 +272,12 @@ def error_body(error: falcon.HTTPError) -> dict[str, str]:
     return {"code": code, "description": description}
 
 
+def error_json(error: falcon.HTTPError) -> bytes:
+    """`error_body(error)` as the JSON bytes of a response body."""
+    return json.dumps(error_body(error)).encode()
+
+
 def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
     """Falcon error serializer: always JSON, whatever the client accepts."""
     resp.content_type = falcon.MEDIA_JSON
-    resp.data = json.dumps(error_body(error)).encode()
+    resp.data = error_json(error)

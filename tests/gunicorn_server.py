@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ START_TIMEOUT = 15.0  # seconds for a starting gunicorn to answer /healthz
 EXIT_TIMEOUT = 5.0  # seconds for a misconfigured gunicorn to exit
 STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
 BOOT_TIMEOUT = 5.0  # seconds for every worker to be forked once /healthz answers
+LOG_TIMEOUT = 5.0  # seconds for a line to appear in a log file
 
 REALM = 'Bearer realm="api"'
 INVALID_TOKEN = f'{REALM}, error="invalid_token"'
@@ -98,6 +100,71 @@ class Server:
         return found
 
 
+class RawConnection:
+    """A socket to `server` for bytes an HTTP client would not send; `response()` reads exactly one response.
+
+    Nothing the server sends is lost between responses, so `closed()` sees a second response sent after one.
+    """
+
+    def __init__(self, server: Server, timeout: float = 5.0) -> None:
+        self._socket = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+        self._buffer = b""
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._socket.close()
+
+    def send(self, data: bytes) -> None:
+        self._socket.sendall(data)
+
+    def shut_write(self) -> None:
+        """The client is done sending: the server reads end of file."""
+        self._socket.shutdown(socket.SHUT_WR)
+
+    def response(self) -> Response:
+        """The next response: its head up to the blank line, then Content-Length bytes of body."""
+        while b"\r\n\r\n" not in self._buffer:
+            self._fill()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        status_line, _, fields = head.partition(b"\r\n")
+        headers = http.client.parse_headers(io.BytesIO(fields + b"\r\n\r\n"))
+        length = int(headers["Content-Length"])
+        while len(self._buffer) < length:
+            self._fill()
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        return Response(int(status_line.split()[1]), headers, body)
+
+    def closed(self) -> bool:
+        """Whether the server closed the connection with nothing sent after the responses read."""
+        if self._buffer:
+            return False
+        try:
+            return self._socket.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+
+    def _fill(self) -> None:
+        chunk = self._socket.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection inside a response: {self._buffer!r}")
+        self._buffer += chunk
+
+
+def wait_for_line(path: Path, found: Callable[[str], bool]) -> str:
+    """The first line of the log file at `path` for which `found` is true, once written (polled for)."""
+    deadline = time.monotonic() + LOG_TIMEOUT
+    while True:
+        text = path.read_text()
+        line = next((line for line in text.splitlines() if found(line)), None)
+        if line is not None:
+            return line
+        if time.monotonic() > deadline:
+            pytest.fail(f"no such line in {path.name} within {LOG_TIMEOUT:.0f} s:\n{text}")
+        time.sleep(0.02)
+
+
 def environment(**variables: str) -> dict[str, str]:
     """A clean environment for gunicorn: PATH, two workers, no access log, text logs, plus `variables`."""
     base = {"PATH": os.environ.get("PATH", os.defpath), "WEB_CONCURRENCY": str(WORKERS), "ACCESS_LOG": "0"}
@@ -122,17 +189,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gunicorn(environ: Mapping[str, str], log_dir: Path, port: int | None = None) -> Iterator[Server]:
+def gunicorn(
+    environ: Mapping[str, str], log_dir: Path, port: int | None = None, args: Sequence[str] = ()
+) -> Iterator[Server]:
     """gunicorn serving the service with `environ` (plus PORT) until the block ends; logs go to files in log_dir.
 
-    `port` is a free one unless given (a test whose configuration names the service's own URL picks it first).
+    `port` is a free one unless given (a test whose configuration names the service's own URL picks it first);
+    `args` go on gunicorn's command line, where they override gunicorn.conf.py (`--threads 1`).
     """
     port = port or free_port()
     stdout, stderr = log_dir / "stdout.log", log_dir / "stderr.log"
     # Files, not pipes: gunicorn can never block on a full pipe, and the parent keeps no handle open.
     with stdout.open("ab") as out, stderr.open("ab") as err:  # appends: two workers share each file
         process = subprocess.Popen(
-            GUNICORN,
+            (*GUNICORN, *args),
             cwd=ROOT,
             env={**environ, "PORT": str(port)},
             stdin=subprocess.DEVNULL,

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import os
+import re
+
 import falcon.testing
 import pytest
 
 from service.app import create_app
+from service.ops import request_id
 from tests.factories import FakeClock, hs_settings
 
 
@@ -34,3 +38,25 @@ def test_browsers_may_read_the_request_id(client):
     result = client.simulate_get("/secured/ping", headers={"Origin": "https://app.example.com"})
     assert result.status_code == 401
     assert "x-request-id" in result.headers["access-control-expose-headers"].lower()
+
+
+def test_a_forked_worker_makes_ids_with_a_prefix_of_its_own():
+    # gunicorn's master imports this module before it forks the workers: they must not share its prefix.
+    parent = request_id.new_id()
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its id and leave at once, running no test machinery
+        os.write(writing, request_id.new_id().encode())
+        os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading) as pipe:
+        child = pipe.read()
+    os.waitpid(pid, 0)
+    assert child.rsplit("-", 1)[0] != parent.rsplit("-", 1)[0]
+    assert request_id.new_id().rsplit("-", 1)[0] == parent.rsplit("-", 1)[0]
+
+
+def test_generated_ids_are_a_prefix_and_a_counter():
+    first, second = request_id.new_id(), request_id.new_id()
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9]+", first)
+    assert int(second.rsplit("-", 1)[1]) == int(first.rsplit("-", 1)[1]) + 1

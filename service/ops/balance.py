@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from service.ops.refusals import ServiceRefusals
+
 SLACK = 2  # accepts a worker may be ahead of the sibling furthest behind (at least 1: that one always listens)
 STALE_AFTER = 1.0  # seconds: a sibling whose row is older is left out
 REFRESH = 0.25  # seconds: the longest a worker's loop sleeps, so its row stays fresh while it is idle
@@ -133,8 +135,9 @@ def release(server, worker) -> None:
         table.clear(slot)
 
 
-class FairShareWorker(ThreadWorker):
-    """gthread, listening only while it is not more than SLACK accepts ahead (see the module's doc)."""
+class FairShareWorker(ServiceRefusals, ThreadWorker):
+    """gthread, listening only while it is not more than SLACK accepts ahead (see the module's doc); gunicorn's
+    refusals are the service's JSON errors (service/ops/refusals.py)."""
 
     fair_share_table: Table | None = None  # set by assign(); without it (no pre_fork hook) plain gthread
     fair_share_slot: int | None = None

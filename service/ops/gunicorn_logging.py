@@ -9,6 +9,7 @@ token scrubbing as the service's lines.
 from __future__ import annotations
 
 import os
+import traceback
 
 from gunicorn.glogging import Logger
 
@@ -38,6 +39,12 @@ class ServiceLogger(Logger):
             return super().access(resp, req, environ, request_time)  # text: cfg.access_log_format
         if not self.access_log_enabled:
             return
+        try:
+            self._json_access(resp, environ, request_time)
+        except Exception:  # as gunicorn's own access(): a line that cannot be made never stops the response
+            self.error(traceback.format_exc())
+
+    def _json_access(self, resp, environ, request_time) -> None:
         fields = {
             "method": environ.get("REQUEST_METHOD"),
             "path": scrub(environ.get("PATH_INFO") or ""),  # a client may put anything in a path, tokens too

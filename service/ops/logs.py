@@ -16,14 +16,28 @@ from service.ops import request_id
 
 AUTH_ERROR_ENV = "service.auth_error"  # WSGI environ key: the auth failure code, for the access log line
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s [request_id=%(request_id)s]"
-# A JWT (three base64url segments starting with a JSON header) or whatever follows "Bearer".
-_TOKEN = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?|(?i:bearer)\s+[^\s'\",]+")
+# What a credential looks like in a line, schemes and names in any case: whatever follows "Authorization:" or
+# "Authorization <scheme>" (an opaque token, a Basic pair; the name is kept), a JWT (a JSON header's base64url
+# starts "eyJ": access tokens, DPoP proofs), a word after the Bearer scheme (not a challenge's `realm="..."`), and
+# a token68 of 20 or more characters after the DPoP scheme, so that ordinary lines ("DPoP proof was already
+# used", "Authorization header must be Bearer + token") stay as they are.
+_TOKEN = re.compile(
+    r"(?P<name>(?i:authorization)['\"]?(?:\s*[:=]\s*['\"]?|\s+(?=(?i:bearer|dpop|basic)\s)))"
+    r"(?:[A-Za-z][\w-]*\s+)?[^\s'\",]+"
+    r"|eyJ[\w-]*\.[\w-]*(?:\.[\w-]*)?"
+    r"|(?i:bearer)\s+(?![\w-]+=\")[^\s'\",]*\w[^\s'\",]*"
+    r"|(?i:dpop)\s+[\w.~+/-]{20,}=*"
+)
 _REDACTED = "[redacted]"
 
 
 def scrub(text: str) -> str:
-    """`text` with anything token-like replaced."""
-    return _TOKEN.sub(_REDACTED, text)
+    """`text` with anything token-like replaced by "[redacted]" ("Authorization: [redacted]" keeps the name)."""
+    # Every match holds one of these, lowercased; a line with none (most lines) skips the substitution.
+    lowered = text.lower()
+    if not ("bearer" in lowered or "eyj" in lowered or "dpop" in lowered or "authorization" in lowered):
+        return text
+    return _TOKEN.sub(r"\g<name>" + _REDACTED, text)
 
 
 class ContextFilter(logging.Filter):
@@ -32,8 +46,9 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = getattr(record, "request_id", None) or request_id.current.get()
         message = record.getMessage()
-        if "eyJ" in message or "earer" in message:
-            record.msg, record.args = scrub(message), None
+        scrubbed = scrub(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
         return True
 
 
@@ -54,9 +69,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, with a record's traceback scrubbed as JsonFormatter scrubs it."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatException(self, ei) -> str:
+        return scrub(super().formatException(ei))
+
+
 def formatter(log_format: str) -> logging.Formatter:
     """The formatter for LOG_FORMAT ("json" or "text")."""
-    return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
