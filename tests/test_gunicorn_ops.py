@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +33,7 @@ BEFORE = 0.5  # seconds of load before the signal
 AFTER = 0.5  # seconds of load once the new workers are running
 REPLACE_TIMEOUT = 10.0  # seconds for gunicorn to run WORKERS booted workers again after a reload or a kill
 GRACEFUL_TIMEOUT = 25.0  # seconds: gunicorn.conf.py's graceful_timeout
-SLOW_PAUSE = 0.2  # seconds between the two halves of a slow request's head
+SLOW_PAUSE = 0.5  # seconds between the two halves of a slow request's head
 PATH = "/secured/ping"
 
 
@@ -233,10 +234,37 @@ def test_worker_killed_under_load_is_replaced_and_costs_at_most_one_request_per_
     assert server.get(token=wall_clock_token()).status == 200
 
 
+def wait_until_every_request_is_taken(port: int) -> None:
+    """Until the kernel holds nothing for the server's port: no connection waiting to be accepted, no request byte
+    unread. A connection still in the listen queue when gunicorn stops is reset by the kernel, and bytes no worker
+    has read yet belong to no request a graceful stop could finish; only what a worker has taken is in flight."""
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    while (waiting := _held_by_the_kernel(port)) > 0:
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"{waiting} connections or bytes still unread by gunicorn {REQUEST_TIMEOUT:.0f} s after the load"
+            )
+        time.sleep(0.005)
+
+
+def _held_by_the_kernel(port: int) -> int:
+    """/proc/net/tcp's rx_queue summed over the sockets on `port`: for the listener its accept queue, for each
+    accepted connection its unread bytes (gunicorn.conf.py binds 0.0.0.0, so IPv4)."""
+    held = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            held += int(fields[4].split(":")[1], 16)
+    return held
+
+
 def test_sigterm_under_slow_load_completes_in_flight_requests_and_exits_0(server):
     with Load(server.port, wall_clock_token(), connection=SlowConnection) as load:
-        time.sleep(BEFORE)
+        # The clients' requests start together and each takes SLOW_PAUSE: stop halfway through one, when every
+        # client has one in flight.
+        time.sleep(BEFORE + SLOW_PAUSE / 2)
         load.stop()  # no request starts from here: those running are the ones the graceful stop must finish
+        wait_until_every_request_is_taken(server.port)
         stopped_at = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
     try:
