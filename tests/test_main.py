@@ -9,6 +9,8 @@ from service.__main__ import describe, main
 from service.settings import Settings
 from tests.factories import AUDIENCE, SECRET
 
+pytestmark = pytest.mark.usefixtures("service_logging")  # the start-up check runs in this process
+
 
 def test_check_prints_the_effective_settings_with_the_secret_hidden(monkeypatch, capsys):
     monkeypatch.setattr("os.environ", {"JWT_AUDIENCE": AUDIENCE, "JWT_SECRET": SECRET, "WEB_CONCURRENCY": "3"})

@@ -8,6 +8,8 @@ from service.ops.startup import load_or_exit
 from tests.factories import SECRET, default_jwks, write_jwks
 from tests.redis_server import free_port
 
+pytestmark = pytest.mark.usefixtures("service_logging")  # the start-up check runs in this process
+
 
 def test_good_environment_returns_settings(tmp_path):
     path = write_jwks(tmp_path / "jwks.json", default_jwks())
