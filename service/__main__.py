@@ -1,7 +1,10 @@
 """`python -m service check`: validate the environment and print the effective settings (secrets masked).
 
-Exits 0 when the service would start, 1 with one line naming the problem otherwise: the same check
-gunicorn.conf.py runs at start, including a first fetch of remote keys.
+The check gunicorn.conf.py runs at start, made strict to serve as a deploy gate: the service starts without a
+dependency that does not answer, `check` does not pass it. Exit statuses: 0 the service would start and every
+dependency answered (remote keys fetched, the Redis replay store took a write, the replay directory a file);
+1 a configuration error; 2 a usage error (argparse); 3 a dependency did not answer. Each failure is one line
+on stderr naming the variable, the URL or host tried and why, never a password or a token.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="validate the environment and print the effective settings")
     parser.parse_args(argv)
-    settings = load_or_exit(os.environ)
+    settings = load_or_exit(os.environ, strict=True)
     print("\n".join(describe(settings)))
     return 0
 

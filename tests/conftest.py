@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import falcon.testing
 import pytest
 
@@ -31,3 +34,15 @@ def jwks_client(clock, jwks_file) -> falcon.testing.TestClient:
 def mode(request, hs_client, jwks_client):
     """(algorithm, client) for each key mode: the error table must hold in all of them."""
     return request.param, hs_client if request.param == "HS256" else jwks_client
+
+
+@pytest.fixture
+def service_logging() -> Iterator[None]:
+    """For tests that run the start-up check in this process: its configure_logging (a strict check sets the
+    level to error) is undone afterwards, so later tests see the `service` logger as before."""
+    logger = logging.getLogger("service")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    yield
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]
+    logger.handlers[:] = saved[2]

@@ -61,12 +61,12 @@ _ANSWER = re.compile(r'<(\d+)> (\d{3}) "(.*)"')
 # The service's own log lines on stderr: `<time> [pid] [LEVEL] service.module: message`.
 _SERVICE_LINE = re.compile(r".*\[(\d+)\] \[[A-Z]+\] service\.[\w.]+: (.*)")
 
-# (JwksServer behaviour, the reason the service logs for the failed refresh)
+# (JwksServer behaviour, the reason the service logs for the failed refresh, after the URL it fetched)
 PROVIDER_FAILURES = [
     ("500", "HTTP 500"),
     ("garbage", "the body is not JSON"),
     ("refuse", "connection refused"),
-    ("stall", f"no answer within {FETCH_TIMEOUT:g} s"),
+    ("stall", f"timed out after {FETCH_TIMEOUT:g} s"),
 ]
 
 
@@ -269,7 +269,10 @@ def test_provider_failures_keep_the_held_keys_and_are_logged_once_per_attempt(tm
             provider.behaviour = behaviour
             # Longer than a cooldown, so a service that retried (or logged) on every request would show it.
             phase_end, deadline = time.monotonic() + PHASE, time.monotonic() + TTL + DEADLINE
-            while time.monotonic() < phase_end or f"JWKS refresh failed ({reason})" not in server.stderr.read_text():
+            while (
+                time.monotonic() < phase_end
+                or f"JWKS refresh failed ({provider.jwks_url}: {reason})" not in server.stderr.read_text()
+            ):
                 if time.monotonic() > deadline:
                     pytest.fail(f"no refresh failure logged while the provider was {behaviour!r}")
                 sent = time.monotonic()

@@ -49,7 +49,7 @@ SIGNAL_MARGIN = 0.05  # seconds for a SIGSTOP to take effect before requests cou
 WRONG_PASSWORD = "wrong-Pa55word-7f3a"
 RIGHT_PASSWORD = "right-Pa55word-91c2"
 STORE_WARNING = re.compile(r"\[(\d+)\] \[WARNING\] [\w.]+: .*replay store")  # text log lines: "[pid] [LEVEL] ..."
-STARTUP_WARNING = "the DPoP replay store (DPOP_REPLAY_STORE) does not answer"  # the master's line
+STARTUP_WARNING = "DPOP_REPLAY_STORE: cannot record proofs in Redis at 127.0.0.1:"  # the master's line
 UNAVAILABLE = {"code": ReplayStoreUnavailable.code, "description": ReplayStoreUnavailable.description}
 
 
@@ -426,7 +426,7 @@ def test_a_wrong_password_gets_dpop_503_and_never_reaches_the_logs(guarded_redis
         environ = replica_environment(f"redis://:{WRONG_PASSWORD}@127.0.0.1:{guarded_redis.port}/0")
     with gunicorn(environ, tmp_path) as server:
         wait_for_workers(server)
-        assert STARTUP_WARNING in server.stderr.read_text()
+        assert f"{STARTUP_WARNING}{guarded_redis.port}: authentication failed" in server.stderr.read_text()
         with Load(server) as load:
             down_from = time.monotonic()
             sleep_until(down_from + DOWN)
@@ -455,7 +455,7 @@ def test_gunicorn_starts_with_redis_down_and_serves_dpop_once_redis_starts(tmp_p
         with gunicorn(replica_environment(later.url), tmp_path) as server:
             wait_for_workers(server)
             assert server.process.poll() is None
-            assert STARTUP_WARNING in server.stderr.read_text()
+            assert f"{STARTUP_WARNING}{later.port}: connection refused" in server.stderr.read_text()
             token = token_now()
             assert_unavailable(call(server, token, proof_for(local_url(server), token)))
             assert server.get(token=wall_clock_token()).status == 200

@@ -816,16 +816,20 @@ def test_prefetch_refuses_a_discovery_document_naming_another_issuer():
         assert not keys.ready
 
 
-def test_prefetch_with_the_provider_down_warns_and_starts_without_keys(provider, service_log):
+def test_prefetch_with_the_provider_down_returns_the_failure_naming_the_url_and_starts_without_keys(
+    provider, service_log
+):
     provider.behaviour = "refuse"
     settings = remote_settings(provider)
     keys = load_keys(settings)
-    prefetch(settings, keys)
+    failure = prefetch(settings, keys)
     assert not keys.ready
-    assert len(jwks_warnings(service_log)) == 1
-    starting = [r for r in service_log.records if r.name == "service.keys.sources" and r.levelno == logging.WARNING]
-    assert len(starting) == 1
-    assert "503" in starting[0].getMessage()
+    assert isinstance(failure, FetchError)
+    assert failure.url == provider.jwks_url
+    assert str(failure) == "connection refused"
+    assert jwks_warnings(service_log) == [
+        f"JWKS refresh failed ({provider.jwks_url}: connection refused); no keys held yet"
+    ]
 
 
 def test_prefetch_hands_its_keys_to_key_sources_built_after_it(provider):

@@ -186,9 +186,10 @@ def test_a_wrong_password_is_unavailable_not_a_crash_and_the_password_is_never_l
     assert "password" not in logged
 
 
-def test_ping_tells_whether_redis_answers(tmp_path):
+def test_check_write_is_none_while_redis_takes_a_write_and_the_reason_once_it_is_stopped(tmp_path):
     with redis_server(tmp_path) as server:
         store = store_for(server)
-        assert store.ping() is True
+        assert store.check_write() is None
+        assert store.address == f"127.0.0.1:{server.port}"
         server.stop()
-        assert store.ping() is False
+        assert store.check_write() == "connection refused"

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -33,6 +34,7 @@ from redis.retry import Retry
 
 from service.auth.combining import Combiner, QueueTimeout
 from service.errors import ReplayStoreUnavailable
+from service.keys.fetch import network_reason
 from service.keys.jwks import retry_after
 from service.settings import Settings
 
@@ -244,6 +246,7 @@ class RedisReplayStore:
             health_check_interval=0,
         )
         self._connection = _PerProcess(self._pool.make_connection)  # it connects on its first send
+        self._timeout = timeout
         self.combiner = Combiner(self._round_trip, queue_timeout=timeout)
         self._cooldown = cooldown
         self._clock = clock
@@ -277,12 +280,41 @@ class RedisReplayStore:
             connection.disconnect()  # unread replies would answer the next batch; it reconnects on the next send
             raise
 
-    def ping(self) -> bool:
-        """True when Redis answers now (the start-up check); never raises."""
+    @property
+    def address(self) -> str:
+        """host:port of the Redis this store dials; never the credentials."""
+        host, port = self._pool.connection_kwargs["host"], self._pool.connection_kwargs["port"]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def check_write(self) -> str | None:
+        """None when Redis takes a write now, else why not (the start-up check); never raises.
+
+        A real `SET <PREFIX>check:<random> 1 NX PX 1000`, as a proof's: a PING would pass a read-only replica.
+        """
+        connection = self._pool.make_connection()  # its own: a pooled one would cross the fork into a worker
         try:
-            return bool(redis.Redis(connection_pool=self._pool).ping())
-        except redis.RedisError:
-            return False
+            connection.send_command(
+                "SET", self.PREFIX + b"check:" + secrets.token_hex(8).encode(), b"1", "NX", "PX", 1000
+            )
+            reply = connection.read_response()
+        except (redis.RedisError, OSError) as error:
+            return redis_reason(error, self._timeout)
+        finally:
+            connection.disconnect()
+        return None if reply is None or reply in self._OK else "unexpected reply to SET"
+
+
+def redis_reason(error: Exception, timeout: float) -> str:
+    """Why a Redis call failed, in a few words safe to log: redis-py's messages can quote the server's reply."""
+    if isinstance(error, redis.AuthenticationError):
+        return "authentication failed"
+    if isinstance(error, redis.ReadOnlyError):
+        return "read-only replica"
+    if isinstance(error, redis.TimeoutError):
+        return network_reason(TimeoutError(), timeout)
+    if isinstance(error, redis.ConnectionError) and isinstance(error.__context__, OSError):
+        error = error.__context__  # redis-py raises its ConnectionError while handling the socket's OSError
+    return network_reason(error, timeout)
 
 
 class RecordedReplayStore:

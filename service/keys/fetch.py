@@ -5,6 +5,10 @@ with a total deadline (a provider that drips bytes, in the headers or the body, 
 `timeout`), a size cap, no redirects (a redirect could move the key fetch to a host or scheme the settings
 did not name), and failures reported as one short `FetchError` reason that is safe to log. urllib still
 honours the usual proxy variables (HTTPS_PROXY, NO_PROXY).
+
+`network_reason` turns a failed connection into those few words (name not resolved, connection refused, timed
+out, TLS failure); the Redis replay store uses it too, so every start-up warning and `python -m service check`
+say a failure the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -25,7 +30,39 @@ USER_AGENT = "jwt-secured-api/1 (+key fetch)"
 
 
 class FetchError(Exception):
-    """A fetch failed; the message is a short reason without response content."""
+    """A fetch failed; the message is a short reason without response content, `url` what was fetched."""
+
+    def __init__(self, reason: str, url: str | None = None):
+        super().__init__(reason)
+        self.url = url
+
+
+def described(error: BaseException) -> str:
+    """`<url>: <reason>` for a FetchError that knows its URL, else the error's message."""
+    url = getattr(error, "url", None)
+    return f"{url}: {error}" if url else str(error)
+
+
+def network_reason(error: BaseException, timeout: float) -> str:
+    """Why a connection or exchange failed, in a few words safe to log (never the peer's reply).
+
+    `timeout` is the deadline in seconds that was given, named when it ran out.
+    """
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
+        error = error.reason
+    if isinstance(error, socket.gaierror):
+        return f"name not resolved ({error.strerror.lower()})" if error.strerror else "name not resolved"
+    if isinstance(error, TimeoutError):
+        return f"timed out after {timeout:g} s"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS failure ({error.verify_message or 'certificate verify failed'})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failure ({(error.reason or error.__class__.__name__).lower().replace('_', ' ')})"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return error.__class__.__name__
 
 
 def is_secure_url(url: object) -> bool:
@@ -42,7 +79,15 @@ def is_secure_url(url: object) -> bool:
 
 
 def get_json(url: str, timeout: float) -> object:
-    """GET `url` and parse its JSON body, all within `timeout` seconds; raises FetchError."""
+    """GET `url` and parse its JSON body, all within `timeout` seconds; raises FetchError naming `url`."""
+    try:
+        return _get_json(url, timeout)
+    except FetchError as error:
+        error.url = url
+        raise
+
+
+def _get_json(url: str, timeout: float) -> object:
     if not is_secure_url(url):
         raise FetchError("only https URLs (or plain http to localhost) are fetched")
     deadline = time.monotonic() + timeout
@@ -55,9 +100,9 @@ def get_json(url: str, timeout: float) -> object:
         error.close()
         raise FetchError(f"HTTP {error.code}") from None
     except (OSError, http.client.HTTPException, ValueError) as error:  # URLError is an OSError
-        if time.monotonic() >= deadline or isinstance(error, TimeoutError):
-            raise FetchError(f"no answer within {timeout:g} s") from None
-        raise FetchError(_reason(error)) from None
+        # The watchdog's shutdown at the deadline ends a read with whatever error the socket gives.
+        failure = TimeoutError() if time.monotonic() >= deadline else error
+        raise FetchError(network_reason(failure, timeout)) from None
     try:
         return json.loads(body)
     except ValueError:
@@ -74,14 +119,6 @@ def _read_until(response, deadline: float) -> bytes:
             raise TimeoutError
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
-        error = error.reason
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return error.__class__.__name__
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

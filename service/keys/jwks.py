@@ -27,6 +27,10 @@ class IssuerMismatch(fetch.FetchError):
     """The discovery document names another issuer than the configured one."""
 
 
+class UnusableKeys(fetch.FetchError, ValueError):
+    """The JWKS was fetched but holds no key that verifies the allowed algorithms (or is not a JWKS at all)."""
+
+
 class JwksLocation:
     """Where the JWKS is: a fixed URL, or the `jwks_uri` of the issuer's OpenID Connect discovery document."""
 
@@ -60,14 +64,15 @@ class JwksLocation:
             raise
 
     def _discover(self) -> str:
-        document = self._get_json(self._discovery_url, self._timeout)
+        url = self._discovery_url
+        document = self._get_json(url, self._timeout)
         if not isinstance(document, dict):
-            raise fetch.FetchError("the discovery document is not a JSON object")
+            raise fetch.FetchError("the discovery document is not a JSON object", url)
         if document.get("issuer") != self._issuer:
-            raise IssuerMismatch("the discovery document names another issuer than JWT_ISSUER")
+            raise IssuerMismatch("the discovery document names another issuer than JWT_ISSUER", url)
         jwks_uri = document.get("jwks_uri")
         if not fetch.is_secure_url(jwks_uri):
-            raise fetch.FetchError("the discovery document has no https jwks_uri")
+            raise fetch.FetchError("the discovery document has no https jwks_uri", url)
         return jwks_uri
 
 
@@ -201,16 +206,24 @@ class RemoteKeySet:
         self._spawn(lambda: self._refresh(done))
         return done
 
-    def _refresh(self, done: threading.Event) -> None:
+    def _keys_from(self, document: object) -> KeySet:
+        """The usable keys of a fetched JWKS; raises UnusableKeys naming the URL it came from."""
+        snapshot = self._snapshot
         try:
-            held = self._snapshot.keys if self._snapshot else None
-            keys = KeySet.from_jwks(self.location.fetch(), self._algorithms, previous=held)
+            keys = KeySet.from_jwks(document, self._algorithms, previous=snapshot.keys if snapshot else None)
             if not len(keys):
                 raise ValueError(f"no signing key for {', '.join(self._algorithms)}")
-        except (fetch.FetchError, ValueError) as error:
+        except ValueError as error:
+            raise UnusableKeys(f"no usable key ({error})", self.location.jwks_url) from None
+        return keys
+
+    def _refresh(self, done: threading.Event) -> None:
+        try:
+            keys = self._keys_from(self.location.fetch())
+        except fetch.FetchError as error:
             self.last_error = error
             held = "keeping the keys held" if self.ready else "no keys held yet"
-            log.warning("JWKS refresh failed (%s); %s", error, held)
+            log.warning("JWKS refresh failed (%s); %s", fetch.described(error), held)
         except Exception as error:  # never let a refresh thread die silently
             self.last_error = error
             log.exception("JWKS refresh failed unexpectedly")

@@ -8,15 +8,12 @@ lives in this module's memory, which forked workers inherit.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 
 from service.keys import fetch
 from service.keys.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot, ignore_fetch
 from service.keys.keyset import KeySet, KeySource, SharedSecret
 from service.settings import ConfigError, Settings
-
-log = logging.getLogger(__name__)
 
 # Fetched by the gunicorn master for its workers: (where the keys come from) -> (snapshot, jwks_url).
 _handed_down: dict[tuple, tuple[Snapshot, str]] = {}
@@ -56,18 +53,19 @@ def load_keys(
     )
 
 
-def prefetch(settings: Settings, keys: RemoteKeySet) -> None:
+def prefetch(settings: Settings, keys: RemoteKeySet) -> Exception | None:
     """Fetch the remote keys once in this process and keep them for processes forked from it.
 
-    A provider that is down does not stop the start (workers get 503 until it answers); a discovery
-    document that names another issuer does: that is a configuration error.
+    None once they are kept; else why the fetch failed (a FetchError naming the URL), which the caller reports:
+    a provider that is down need not stop the start (workers get 503 until it answers). A discovery document
+    that names another issuer raises ConfigError: that is a configuration error.
     """
     if keys.refresh_now():
         _handed_down[_identity(settings)] = (keys.snapshot, keys.location.jwks_url)
-        return
+        return None
     if isinstance(keys.last_error, IssuerMismatch):
         raise ConfigError(f"JWT_ISSUER does not match the issuer of {settings.discovery_url}.")
-    log.warning("starting without signing keys; secured requests get 503 until the provider answers")
+    return keys.last_error
 
 
 def _identity(settings: Settings) -> tuple:
