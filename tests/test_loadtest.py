@@ -204,8 +204,8 @@ def test_the_server_path_benchmark_times_every_scenario():
         "cold HS256, 3 tokens, cache off",
         "cold RS256, 3 tokens, cache off",
         "cold ES256, 3 tokens, cache off",
-        "DPoP, fresh ES256 proof, SQLite replay",
+        "DPoP, fresh ES256 proof, shared replay",
         "DPoP, fresh ES256 proof, memory replay",
     ]
     assert all(float(row.split()[-2]) > 0 for row in rows)
-    assert summary.startswith("DPoP replay store, SQLite - memory: ")
+    assert summary.startswith("DPoP replay store, shared - memory: ")

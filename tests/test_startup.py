@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from service.auth.replay import REPLAY_FILE
+from service.auth.replay_table import ReplayTable
 from service.ops.startup import load_or_exit
 from tests.factories import default_jwks, write_jwks
 
@@ -27,3 +29,15 @@ def test_bad_environment_exits_with_one_line_naming_the_variable(environ, variab
     assert message.startswith("service: configuration error: ")
     assert variable in message
     assert "\n" not in message
+
+
+def test_an_operator_s_replay_directory_must_be_writable_and_its_table_fit_the_capacity(tmp_path):
+    environ = {"JWT_AUDIENCE": "a", "JWT_SECRET": "s" * 32, "DPOP_REPLAY_DIR": str(tmp_path / "missing")}
+    with pytest.raises(SystemExit, match="DPOP_REPLAY_DIR must be a directory this service can write to"):
+        load_or_exit(environ)
+    ReplayTable(str(tmp_path / REPLAY_FILE), 2048).close()
+    environ["DPOP_REPLAY_DIR"] = str(tmp_path)
+    with pytest.raises(SystemExit, match="DPOP_REPLAY_CAPACITY asks for 1048576"):
+        load_or_exit(environ)
+    assert load_or_exit({**environ, "DPOP_REPLAY_CAPACITY": "2048"}).dpop_replay_capacity == 2048
+    assert load_or_exit({**environ, "DPOP": "off"}).dpop == "off"  # no DPoP, no table to check

@@ -1,12 +1,18 @@
-"""The start-up check: settings and keys must load, or the process stops with one line naming the problem."""
+"""The start-up check: settings and keys must load, or the process stops with one line naming the problem.
+
+With DPoP on, an operator's DPOP_REPLAY_DIR must be writable and any replay table in it one this configuration
+can use (its capacity): a table is never reset, which would forget the proofs it holds.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 
-from service.auth.replay import RedisReplayStore, replay_store_for
+from service.auth import replay_table
+from service.auth.replay import REPLAY_FILE, RedisReplayStore, replay_store_for
 from service.keys.jwks import RemoteKeySet
 from service.keys.sources import load_keys, prefetch
 from service.ops.logs import configure_logging
@@ -28,6 +34,8 @@ def load_or_exit(environ: Mapping[str, str]) -> Settings:
             prefetch(settings, keys)
         if settings.dpop != "off" and settings.dpop_replay_store is not None:
             _check_replay_store(settings)
+        elif settings.dpop != "off" and settings.dpop_replay_dir is not None:
+            replay_table.check(os.path.join(settings.dpop_replay_dir, REPLAY_FILE), settings.dpop_replay_capacity)
     except ConfigError as error:
         sys.exit(f"service: configuration error: {error}")
     return settings
