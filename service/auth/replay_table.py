@@ -15,10 +15,20 @@ refused (TableFull): a live entry is never written over.
 Writers take turns by `flock` on the file, so a worker that is killed gives its turn back with its descriptor;
 a turn held past `lock_timeout` (a stopped worker) raises TableBusy instead of waiting on. Threads of one
 process share its descriptor, which flock does not tell apart, so they also take a threading.Lock first.
+
+Nothing between taking the threading.Lock and releasing it lets the GIL go, when it can be helped: under load
+another of the worker's threads takes the GIL at once, and getting it back can take that thread's whole switch
+interval (5 ms), while this one holds the turn and its siblings queue on the threading.Lock, each of them then
+waiting for the GIL in turn. So flock is called through ctypes.PyDLL, which keeps the GIL (fcntl.flock lets it
+go); both calls are non-blocking (LOCK_NB, LOCK_UN), so keeping it costs nothing. And a turn another process
+holds is retried SPINS times with the GIL held, for about half a millisecond at most, since a turn lasts
+microseconds; only a longer wait (a holder the kernel descheduled, or stopped) yields the CPU and sleeps.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import hashlib
 import math
@@ -41,8 +51,12 @@ KEYS_BYTES = BUCKET_SLOTS * KEY_BYTES
 BUCKET_BYTES = KEYS_BYTES + BUCKET_SLOTS * 8  # the keys, then their int64 expiry times
 SECRET_BYTES = 16
 LOCK_TIMEOUT = 1.0  # seconds a call waits for its turn before TableBusy
-YIELDS = 3  # a busy turn is tried again after this many yields of the CPU, then after sleeps of ...
-FIRST_SLEEP, LONGEST_SLEEP = 0.00002, 0.001  # ... 20 us doubling to 1 ms: a turn lasts microseconds
+# A busy turn is tried again SPINS times at once (about a microsecond each, the GIL held), then after each of
+# YIELDS yields of the CPU, then after sleeps of 20 us doubling to 1 ms.
+SPINS, YIELDS = 500, 3
+FIRST_SLEEP, LONGEST_SLEEP = 0.00002, 0.001
+_libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL is kept during the call
+_libc.flock.argtypes, _libc.flock.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
 
 
 class TableFull(Exception):
@@ -117,7 +131,7 @@ class ReplayTable:
                     secret = _validate(path, header, os.fstat(descriptor).st_size, capacity)
                 memory = mmap.mmap(descriptor, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             finally:
-                fcntl.flock(descriptor, fcntl.LOCK_UN)
+                _flock(descriptor, fcntl.LOCK_UN)
         except BaseException:
             os.close(descriptor)
             raise
@@ -146,7 +160,7 @@ class ReplayTable:
             try:
                 return self._record(key, first, second, now_ms, until)
             finally:
-                fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+                _flock(self._descriptor, fcntl.LOCK_UN)
         finally:
             self._threads.release()
 
@@ -180,22 +194,33 @@ class ReplayTable:
         return True
 
     def _turn(self) -> None:
-        """The flock on the file, waited for at most `lock_timeout`. flock itself cannot time out, so a busy
-        turn is tried again, soon at first, since a turn lasts microseconds."""
+        """The flock on the file, waited for at most `lock_timeout` (flock itself cannot time out)."""
+        if _flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            return
+        for _ in range(SPINS):
+            if _flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                return
         deadline = self._monotonic() + self._lock_timeout
         tries = 0
-        while True:
-            try:
-                fcntl.flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if self._monotonic() >= deadline:
-                    raise TableBusy from None
-                tries += 1
-                if tries <= YIELDS:
-                    os.sched_yield()
-                else:
-                    time.sleep(min(FIRST_SLEEP * 2 ** (tries - YIELDS - 1), LONGEST_SLEEP))
+        while not _flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            if self._monotonic() >= deadline:
+                raise TableBusy
+            tries += 1
+            if tries <= YIELDS:
+                os.sched_yield()
+            else:
+                time.sleep(min(FIRST_SLEEP * 2 ** (tries - YIELDS - 1), LONGEST_SLEEP))
+
+
+def _flock(descriptor: int, operation: int) -> bool:
+    """flock(2) without letting the GIL go; False when LOCK_NB found the lock taken."""
+    while _libc.flock(descriptor, operation) != 0:
+        code = ctypes.get_errno()
+        if code == errno.EWOULDBLOCK:
+            return False
+        if code != errno.EINTR:
+            raise OSError(code, os.strerror(code))
+    return True
 
 
 def _validate(path: str, header: bytes, size: int, capacity: int) -> bytes:
