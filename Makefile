@@ -64,7 +64,8 @@ lint: install
 	$(BIN)/ruff format --check .
 
 # A benchmark, not a test: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS, CAP_CONNECTIONS (and HS_TOKENS,
-# RS_TOKENS, ES_TOKENS, MEMORY_TOKENS) tune it.
+# RS_TOKENS, ES_TOKENS, MEMORY_TOKENS) tune it; SCENARIOS=dpop runs only the DPoP rounds (cold ES256 bearer, then
+# DPoP on the host-local replay store, then on Redis, in each round).
 loadtest: install
 	$(BIN)/python -m loadtest.run
 

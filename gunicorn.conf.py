@@ -57,8 +57,9 @@ control_socket_disable = True
 # Metrics (METRICS=1): every worker writes its counts to files in one directory, and a scrape of any worker sums
 # them (prometheus_client's multiprocess mode; see service/ops/metrics.py).
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-# DPoP: every worker records the proofs it accepted in one SQLite file here, so a proof replayed to another worker
-# of this master is refused too (service/auth/replay.py). An operator's own DPOP_REPLAY_DIR is used as it is.
+# DPoP: every worker records the proofs it accepted in one table file here that each maps into memory, so a proof
+# replayed to another worker of this master is refused too (service/auth/replay_table.py; DPOP_REPLAY_CAPACITY
+# proofs, a 24 MiB file by default). An operator's own DPOP_REPLAY_DIR is used as it is.
 REPLAY_DIR = "DPOP_REPLAY_DIR"
 
 

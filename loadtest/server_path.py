@@ -8,8 +8,8 @@ to run. This times the code a gthread worker runs for every request (parse, WSGI
 body), without the polling and thread hand-offs around it, so the differences between the ceiling and the
 service repeat to about a microsecond. Metrics count in prometheus_client's multiprocess mode, as under
 gunicorn (`METRICS=0` turns them off). DPoP requests carry one cached ES256 token and a fresh proof each, made
-right before the scenario, against the SQLite replay store a gunicorn master's workers share and against the
-in-memory one: the difference is the shared store's cost. Prints microseconds per request, best of 5 rounds.
+right before the scenario, against the shared-memory replay table a gunicorn master's workers share and against
+the in-memory one: the difference is the shared store's cost. Prints microseconds per request, best of 5 rounds.
 A benchmark, not a test.
 """
 
@@ -30,7 +30,7 @@ WARM_UP = 100  # requests of a send-once scenario served first, untimed
 PEER, SERVER = ("127.0.0.1", 50000), ("127.0.0.1", 8000)
 HEAD = "Host: 127.0.0.1:8000\r\n"
 DPOP_URL = "http://127.0.0.1:8000/secured/ping"  # what the service makes of the request line and HEAD's Host
-SQLITE, MEMORY = "DPoP, fresh ES256 proof, SQLite replay", "DPoP, fresh ES256 proof, memory replay"
+SHARED, MEMORY = "DPoP, fresh ES256 proof, shared replay", "DPoP, fresh ES256 proof, memory replay"
 
 # (name, app, requests): the requests are cycled through; a function instead makes them right before the
 # scenario is timed, and each is sent once (DPoP proofs: a second use is a replay, and they age).
@@ -122,9 +122,9 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     es_keys = KeySet.from_jwks({"keys": [ec_jwk]}, ("ES256",))
     es_settings = Settings(algorithms=("ES256",), jwks_file="unused.json", **common)
     cold_es = create_app(Settings(algorithms=("ES256",), jwks_file="unused.json", cache_size=0, **common), keys=es_keys)
-    # DPoP with the token cache on, as deployed; the SQLite store in a fresh directory, as gunicorn.conf.py makes.
+    # DPoP with the token cache on, as deployed; the shared table in a fresh directory, as gunicorn.conf.py makes.
     replay_dir = tempfile.mkdtemp(prefix="jwt-api-dpop-", dir=folder)
-    dpop_sqlite = create_app(replace(es_settings, dpop_replay_dir=replay_dir), keys=es_keys)
+    dpop_shared = create_app(replace(es_settings, dpop_replay_dir=replay_dir), keys=es_keys)
     dpop_memory = create_app(es_settings, keys=es_keys)
     client_key, client_jwk = proof_key()
     bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": thumbprint(client_jwk)})
@@ -139,7 +139,7 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
         (f"cold HS256, {distinct} tokens, cache off", cold_hs, raw_requests("/secured/ping", hs)),
         (f"cold RS256, {distinct} tokens, cache off", cold_rs, raw_requests("/secured/ping", rs)),
         (f"cold ES256, {distinct} tokens, cache off", cold_es, raw_requests("/secured/ping", es)),
-        (SQLITE, dpop_sqlite, fresh),
+        (SHARED, dpop_shared, fresh),
         (MEMORY, dpop_memory, fresh),
     ]
 
@@ -158,7 +158,7 @@ def main(count: int = 20_000, distinct: int = 5_000) -> list[dict]:
     for row in rows:
         print(f"{row['scenario']:<42}{row['us']:>12.1f}{row['us'] - ceiling:>+11.1f}")
     us = {row["scenario"]: row["us"] for row in rows}
-    print(f"\nDPoP replay store, SQLite - memory: {us[SQLITE] - us[MEMORY]:+.1f} us per request")
+    print(f"\nDPoP replay store, shared - memory: {us[SHARED] - us[MEMORY]:+.1f} us per request")
     return rows
 
 

@@ -29,6 +29,9 @@ DEFAULT_DPOP_PROOF_MAX_AGE = 300.0
 DEFAULT_DPOP_PROOF_LEEWAY = 30.0
 DEFAULT_DPOP_REPLAY_TIMEOUT = 0.25
 DEFAULT_DPOP_NONCE_TTL = 300.0
+# Proofs the host-local replay table holds (24 bytes each: a 24 MiB file); see the README's "DPoP".
+DEFAULT_DPOP_REPLAY_CAPACITY = 1_048_576
+DPOP_REPLAY_CAPACITY_RANGE = (1_024, 1_073_741_824)
 MIN_NONCE_SECRET_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
@@ -96,6 +99,8 @@ class Settings:
     # With a secret (the same on every replica), proofs must carry a server nonce (RFC 9449 section 9).
     dpop_nonce_secret: bytes | None = field(default=None, repr=False)
     dpop_nonce_ttl: float = DEFAULT_DPOP_NONCE_TTL
+    # How many proofs the host-local replay table (in dpop_replay_dir) holds; unused with dpop_replay_store.
+    dpop_replay_capacity: int = DEFAULT_DPOP_REPLAY_CAPACITY
 
     def __post_init__(self) -> None:
         _check_key_source(self)
@@ -187,6 +192,7 @@ class Settings:
             dpop_replay_timeout=_number(env, "DPOP_REPLAY_TIMEOUT", DEFAULT_DPOP_REPLAY_TIMEOUT),
             dpop_nonce_secret=env["DPOP_NONCE_SECRET"].encode() if "DPOP_NONCE_SECRET" in env else None,
             dpop_nonce_ttl=_number(env, "DPOP_NONCE_TTL", DEFAULT_DPOP_NONCE_TTL),
+            dpop_replay_capacity=int(_number(env, "DPOP_REPLAY_CAPACITY", DEFAULT_DPOP_REPLAY_CAPACITY, integer=True)),
         )
 
 
@@ -280,6 +286,9 @@ def _check_dpop(settings: Settings) -> None:
         _check_redis_url(store, password_too=settings.dpop_replay_store_password is not None)
     if settings.dpop_nonce_secret is not None and len(settings.dpop_nonce_secret) < MIN_NONCE_SECRET_BYTES:
         raise ConfigError(f"DPOP_NONCE_SECRET is too short: use at least {MIN_NONCE_SECRET_BYTES} random bytes.")
+    low, high = DPOP_REPLAY_CAPACITY_RANGE
+    if not low <= settings.dpop_replay_capacity <= high:
+        raise ConfigError(f"DPOP_REPLAY_CAPACITY must be a number of proofs from {low} to {high}.")
 
 
 def _check_redis_url(url: str, *, password_too: bool) -> None:

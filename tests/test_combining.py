@@ -1,4 +1,4 @@
-"""The combiner behind the replay stores: concurrent writes run as one batch, each gets its own reply or the
+"""The combiner behind the Redis replay store: concurrent writes run as one batch, each gets its own reply or the
 batch's error, a call queued too long gives up unsent, and the lead passes on so no call is left waiting."""
 
 from __future__ import annotations

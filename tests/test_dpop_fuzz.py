@@ -159,7 +159,8 @@ def assert_documented_401(result: falcon.testing.Result, authorization: str, *se
         params = f', error="{error}"' if error else ""
         expected = f'Bearer realm="api"{params}{METADATA_URL}, DPoP {DPOP_ALGS}'
     assert result.headers["www-authenticate"] == expected
-    # Fixed texts, checked above: the body, the challenge, and the fixed headers ("applicat" is no echo).
+    # Fixed texts, checked above; Hypothesis draws strings from the constants of the loaded modules, such as a
+    # slice of "application/json" or the fixed Vary value, which must not count as an echo.
     documented = f"{result.text}{result.headers['www-authenticate']}{result.headers['content-type']}Origin"
     visible = [result.text, *result.headers.values()]
     for text in (authorization, *sent):

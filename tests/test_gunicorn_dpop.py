@@ -17,9 +17,11 @@ from collections.abc import Iterator
 import pytest
 
 from service import resources
-from service.auth import dpop
+from service.auth import dpop, replay_table
+from service.auth.replay import REPLAY_FILE
+from service.settings import DEFAULT_DPOP_REPLAY_CAPACITY
 from tests.factories import AUDIENCE, ISSUER, SECRET, bound_token, make_proof
-from tests.gunicorn_server import Response, Server, environment, gunicorn, wait_for_workers
+from tests.gunicorn_server import CONFIG_ERROR, Response, Server, environment, gunicorn, run_to_exit, wait_for_workers
 
 LOG_TIMEOUT = 5.0  # seconds for an access line to appear
 WORKER_CONNECTIONS = 10  # gunicorn's worker_connections for this server (gunicorn.conf.py keeps the default)
@@ -134,4 +136,16 @@ def test_an_operator_s_replay_directory_is_used_and_kept(tmp_path):
     with gunicorn(environ, tmp_path) as running:
         token, proof = fresh(running)
         assert send(running, token, proof, "operator-dir").status == 200
-    assert (directory / "dpop-replay.sqlite3").exists()
+    assert (directory / REPLAY_FILE).stat().st_size == replay_table.file_size(DEFAULT_DPOP_REPLAY_CAPACITY)
+
+
+def test_a_replay_table_of_another_capacity_stops_the_start_naming_the_variable(tmp_path):
+    directory = tmp_path / "replay"
+    directory.mkdir()
+    replay_table.ReplayTable(str(directory / REPLAY_FILE), 1024).close()
+    environ = environment(JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, DPOP_REPLAY_DIR=str(directory))
+    status, stderr = run_to_exit(environ)
+    assert status != 0
+    (line,) = [line for line in stderr.splitlines() if line.startswith(CONFIG_ERROR)]
+    assert "DPOP_REPLAY_DIR holds a replay table for 1024 proofs" in line and "DPOP_REPLAY_CAPACITY" in line
+    assert (directory / REPLAY_FILE).stat().st_size == replay_table.file_size(1024)  # kept as it was

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -204,8 +204,28 @@ def test_the_server_path_benchmark_times_every_scenario():
         "cold HS256, 3 tokens, cache off",
         "cold RS256, 3 tokens, cache off",
         "cold ES256, 3 tokens, cache off",
-        "DPoP, fresh ES256 proof, SQLite replay",
+        "DPoP, fresh ES256 proof, shared replay",
         "DPoP, fresh ES256 proof, memory replay",
     ]
     assert all(float(row.split()[-2]) > 0 for row in rows)
-    assert summary.startswith("DPoP replay store, SQLite - memory: ")
+    assert summary.startswith("DPoP replay store, shared - memory: ")
+
+
+def test_scenarios_dpop_reports_the_dpop_rounds_alone(capsys, tmp_path):
+    options = run.Options.from_env({"SCENARIOS": "dpop", "ROUNDS": "1", "RESULTS": str(tmp_path / "dpop.json")})
+    assert options.scenarios == "dpop"
+    with pytest.raises(SystemExit, match="SCENARIOS must be one of all, dpop"):
+        run.Options.from_env({"SCENARIOS": "everything"})
+    runs = [
+        _result(run.BEARER_ES, "lua", 1, 1000, 500, 20),
+        _result(run.DPOP, "lua", 1, 900, 550, 30),
+        _result(run.DPOP_REDIS, "lua", 1, 800, 600, 25),
+    ]
+    dpop = run.dpop_summary([tuple(runs)])
+    report = {"date": "now", "cpus": 2, "options": options.as_json(), "results": [asdict(r) for r in runs],
+              "scenarios": [], "dpop": dpop, "targets": run.check_targets([], dpop), "memory": None}  # fmt: skip
+    run.print_report(report)
+    out = capsys.readouterr().out
+    assert "1      DPoP, cached ES256 token + fresh proof" in out and "30.00" in out  # a line per run, with its p99
+    assert "DPoP, Redis store / host-local store, req/s: 0.89 (0.89)" in out
+    assert "memory:" not in out

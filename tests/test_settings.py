@@ -220,6 +220,7 @@ def test_dpop_defaults():
     assert result.dpop_proof_max_age == 300
     assert result.dpop_proof_leeway == 30
     assert result.dpop_replay_dir is None
+    assert result.dpop_replay_capacity == 1_048_576
     assert result.public_url is None
     assert result.require_at_jwt is False
 
@@ -231,11 +232,13 @@ def test_dpop_settings_are_read_as_written():
         DPOP_PROOF_MAX_AGE="60",
         DPOP_PROOF_LEEWAY="0",
         DPOP_REPLAY_DIR="/run/jwt-api/replay",
+        DPOP_REPLAY_CAPACITY="4096",
         JWT_REQUIRE_AT_JWT="1",
     )
     assert (result.dpop, result.dpop_algorithms) == ("required", ("ES256", "PS256"))
     assert (result.dpop_proof_max_age, result.dpop_proof_leeway) == (60, 0)
     assert result.dpop_replay_dir == "/run/jwt-api/replay"
+    assert result.dpop_replay_capacity == 4096
     assert result.require_at_jwt is True
 
 
@@ -311,6 +314,8 @@ def test_replay_store_and_nonce_settings_and_their_defaults():
         ({"DPOP_REPLAY_TIMEOUT": "0"}, "DPOP_REPLAY_TIMEOUT must be more than zero seconds."),
         ({"DPOP_NONCE_SECRET": "short"}, "DPOP_NONCE_SECRET is too short: use at least 32 random bytes."),
         ({"DPOP_NONCE_TTL": "-5"}, "DPOP_NONCE_TTL must be more than zero seconds."),
+        ({"DPOP_REPLAY_CAPACITY": "1000"}, "DPOP_REPLAY_CAPACITY must be a number of proofs from 1024 to 1073741824."),
+        ({"DPOP_REPLAY_CAPACITY": "2**40"}, "DPOP_REPLAY_CAPACITY must be a whole number."),
     ],
 )
 def test_bad_replay_store_or_nonce_setting_names_the_variable_and_never_the_password(env, message):

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from service.auth.replay import REPLAY_FILE
+from service.auth.replay_table import ReplayTable
 from service.ops.startup import load_or_exit
 from tests.factories import SECRET, default_jwks, write_jwks
 from tests.redis_server import free_port
@@ -77,3 +79,13 @@ def test_the_server_starts_without_a_dependency_warning_in_the_words_check_exits
         load_or_exit(environ, strict=True)
     assert raised.value.code == 3
     assert capsys.readouterr().err == f"service: dependency error: {failure}.\n"
+
+
+def test_a_replay_table_in_an_operator_s_directory_must_fit_the_capacity(tmp_path):
+    environ = {"JWT_AUDIENCE": "a", "JWT_SECRET": "s" * 32}
+    ReplayTable(str(tmp_path / REPLAY_FILE), 2048).close()
+    environ["DPOP_REPLAY_DIR"] = str(tmp_path)
+    with pytest.raises(SystemExit, match="DPOP_REPLAY_CAPACITY asks for 1048576"):
+        load_or_exit(environ)
+    assert load_or_exit({**environ, "DPOP_REPLAY_CAPACITY": "2048"}).dpop_replay_capacity == 2048
+    assert load_or_exit({**environ, "DPOP": "off"}).dpop == "off"  # no DPoP, no table to check

@@ -1,13 +1,11 @@
-"""Concurrent requests' replay-store writes combined into one batch per worker (flat combining).
+"""Concurrent requests' Redis replay-store writes combined into one pipelined round trip per worker (flat combining).
 
-Written by hand because neither store's client batches on its own: redis-py's blocking client makes each `SET`
-a round trip of its own (on loopback, one thread, hiredis on: about 106 us of the worker's CPU per `SET`, 40 of
-them in `sendall` and `recv` alone, and about 50 us of Redis's; a pipeline of 4 took 21 and 13 per `SET`), and
-each SQLite insert is a transaction of its own (a lock, a WAL frame and an unlock shared with every other
-worker). Here a request that finds no batch in flight
-runs its own write at once; requests arriving meanwhile queue theirs, and when the batch ends the first of
-them runs the whole queue as the next batch: one pipelined round trip, or one transaction. Under load a batch
-held about four Redis `SET`s and one and a half SQLite inserts (2026-12-02); alone, a request pays one lock more.
+Written by hand because redis-py's blocking client does not batch on its own: it makes each `SET` a round trip
+of its own (on loopback, one thread, hiredis on: about 106 us of the worker's CPU per `SET`, 40 of them in
+`sendall` and `recv` alone, and about 50 us of Redis's; a pipeline of 4 took 21 and 13 per `SET`). Here a
+request that finds no batch in flight runs its own write at once; requests arriving meanwhile queue theirs, and
+when the batch ends the first of them runs the whole queue as the next batch, one pipelined round trip. Alone,
+a request pays one lock more.
 """
 
 from __future__ import annotations

@@ -5,26 +5,23 @@ signature can be re-encoded into a second valid one. Entries live until the proo
 
 Stores answer one atomic question, `first_use(key, ttl)`, and raise `ReplayStoreUnavailable` when they cannot:
 - `MemoryReplayStore`: one process (tests, a single worker outside gunicorn);
-- `SqliteReplayStore`: every process on one host, in a SQLite file in the gunicorn master's temporary
-  directory (gunicorn.conf.py sets DPOP_REPLAY_DIR). Measured against a hand-written shared-memory table (17 to
-  22 us per insert against 3.4) and chosen anyway: no capacity to size, and SQLite's locking already makes the
-  insert atomic across processes (README, "DPoP");
+- `SharedMemoryReplayStore`: every process on one host, in a hash table in a file that each maps into memory,
+  in the gunicorn master's temporary directory (gunicorn.conf.py sets DPOP_REPLAY_DIR); it holds
+  DPOP_REPLAY_CAPACITY proofs and refuses new ones (503) when full, never dropping a live one
+  (service.auth.replay_table);
 - `RedisReplayStore`: every replica sharing one Redis (DPOP_REPLAY_STORE), one `SET key 1 NX PX ttl` per proof.
 `RecordedReplayStore` wraps any of them to count its calls by outcome and time them (service.ops.metrics).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import math
 import os
 import secrets
-import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -32,6 +29,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from service.auth import replay_table
 from service.auth.combining import Combiner, QueueTimeout
 from service.errors import ReplayStoreUnavailable
 from service.keys.fetch import network_reason
@@ -41,13 +39,9 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 Connection = TypeVar("Connection")
 
-REPLAY_FILE = "dpop-replay.sqlite3"  # in DPOP_REPLAY_DIR
+REPLAY_FILE = "dpop-replay.table"  # in DPOP_REPLAY_DIR
 RETRY_AFTER = 1  # seconds a client waits before retrying when the store did not answer
-# How long a write waits for the other connections' writes (every thread of every worker has one) before the
-# request gets a 503: 200 ms gave a few 503s at a load average of 13 on this machine.
-BUSY_TIMEOUT_MS = 1000
 WARNING_COOLDOWN = 30.0  # seconds between two log lines about a failing store
-PURGE_SLICES = 256  # expired entries are deleted one slice of the key space per second, so no purge is long
 
 
 class _Warning:
@@ -57,12 +51,14 @@ class _Warning:
         self._store = store
         self._quiet_until = 0.0
 
-    def error(self, error: Exception) -> None:
+    def error(self, error: Exception, reason: str | None = None) -> None:
+        """Log `error` unless one was logged within the cooldown: its class name, or `reason`, which must be the
+        service's own words (a driver's message can hold the server's address, reply or credentials)."""
         now = time.monotonic()
         if now >= self._quiet_until:
             self._quiet_until = now + WARNING_COOLDOWN
-            # The class name only: a driver's message can hold the server's address, reply or credentials.
-            log.warning("DPoP replay store %serror (%s); DPoP requests get 503", self._store, error.__class__.__name__)
+            what = reason or error.__class__.__name__
+            log.warning("DPoP replay store %serror (%s); DPoP requests get 503", self._store, what)
 
 
 class _PerProcess(Generic[Connection]):
@@ -119,99 +115,48 @@ class MemoryReplayStore:
             return True
 
 
-class SqliteReplayStore:
-    """A SQLite table shared by every process that opens `path`; one connection per process.
+class SharedMemoryReplayStore:
+    """The table file at `path` (service.auth.replay_table), mapped by every process on the host that opens it.
 
-    One `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired` statement records a key unless it is recorded and
-    not yet expired. A worker's concurrent inserts run as one transaction (service.auth.combining), so the write
-    lock, the WAL frame and the unlock every insert shared with the other workers' are paid once per batch; the
-    transaction is atomic under SQLite's write lock, which also orders the workers. Expired rows are deleted a
-    slice at a time, one slice per second at most, in the batch that notices the second has changed. Any SQLite
-    error is a ReplayStoreUnavailable: a proof that cannot be checked is not accepted.
+    Each process opens it for itself on first use, so each has its own descriptor and so its own flock turn. A
+    table that cannot be opened, made or used as configured, that is full, or whose turn another process held
+    past the lock timeout makes the call raise ReplayStoreUnavailable: a proof that cannot be checked is not
+    accepted. A full table is one the host's proofs outgrew (DPOP_REPLAY_CAPACITY): it refuses new proofs until
+    old ones expire, and never forgets a live one.
     """
 
-    _UPSERT = "INSERT INTO seen (k, exp) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET exp = ?2 WHERE exp <= ?3"
-    _PURGE = "DELETE FROM seen WHERE k >= ?1 AND k < ?2 AND exp <= ?3"
-
-    def __init__(self, path: str, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        path: str,
+        capacity: int,
+        clock: Callable[[], float] = time.time,
+        *,
+        make_secret: Callable[[int], bytes] = os.urandom,
+        lock_timeout: float = replay_table.LOCK_TIMEOUT,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.path = path
+        self.capacity = capacity
         self._clock = clock  # wall clock: the expiry times are shared by processes
-        self._connection = _PerProcess(self._connect)
-        self._turn_file = _PerProcess(self._open_turn_file)
-        self._purged_second = 0
+        self._table = _PerProcess(
+            lambda: replay_table.ReplayTable(
+                path, capacity, make_secret=make_secret, lock_timeout=lock_timeout, monotonic=monotonic
+            )
+        )
         self._warning = _Warning("")
-        self.combiner = Combiner(self._insert, queue_timeout=BUSY_TIMEOUT_MS / 1000)
 
     def first_use(self, key: bytes, ttl: float) -> bool:
         try:
-            return self.combiner.call((key, ttl))
-        except (sqlite3.Error, OSError, QueueTimeout) as error:  # OSError: the turn file could not be opened
-            self._warning.error(error)
-            raise ReplayStoreUnavailable(RETRY_AFTER) from None
-
-    def _insert(self, items: Sequence[tuple[bytes, float]]) -> list[bool]:
-        """One transaction: each key inserted unless recorded and not expired (True when inserted)."""
-        connection = self._connection.get()
-        turn = self._turn_file.get()
-        self._wait_for_turn(turn)
-        now = self._clock()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            inserted = [connection.execute(self._UPSERT, (key, now + ttl, now)).rowcount == 1 for key, ttl in items]
-            if int(now) != self._purged_second:
-                self._purged_second = int(now)
-                self._purge(connection, now)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.close()  # rolls back; the next batch opens a new one
-            self._connection.drop()
-            raise
-        finally:
-            fcntl.flock(turn, fcntl.LOCK_UN)
-        return inserted
-
-    def _open_turn_file(self) -> int:
-        descriptor = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        weakref.finalize(self, os.close, descriptor)  # closed with the store (tests make many)
-        return descriptor
-
-    @staticmethod
-    def _wait_for_turn(turn: int) -> None:
-        """This host's workers take turns at writing by an flock on a file beside the database, waited for at most
-        BUSY_TIMEOUT_MS. SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between tries however soon the lock
-        is free; two processes writing batches of two measured 5 % of transactions waiting 1 ms or more with it,
-        2 of 15,476 with the flock (p99 1.3 ms against 0.09). SQLite's lock still makes each write atomic, and another
-        master sharing the file (without this turn) waits in SQLite's handler as before. flock has no timeout, so
-        a busy turn is tried again after 20 us, doubling to 1 ms: a stopped worker holding it cannot hang us."""
-        delay, deadline = 0.00002, time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise sqlite3.OperationalError("the replay store's write turn is taken") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.001)
-
-    def _connect(self) -> sqlite3.Connection:
-        # Any of a worker's threads may lead a batch, one at a time (the combiner's turn), hence
-        # check_same_thread=False.
-        connection = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
-        # WAL lets readers and one writer proceed together; synchronous=OFF because the table is worth
-        # nothing after a crash of the host (its proofs have expired by the time it is back).
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=OFF")
-        connection.execute("CREATE TABLE IF NOT EXISTS seen (k BLOB PRIMARY KEY, exp REAL NOT NULL) WITHOUT ROWID")
-        return connection
-
-    def _purge(self, connection: sqlite3.Connection, now: float) -> None:
-        slice_ = int(now) % PURGE_SLICES
-        low = bytes([slice_])
-        high = bytes([slice_ + 1]) if slice_ + 1 < PURGE_SLICES else b"\xff" * 17
-        connection.execute(self._PURGE, (low, high, now))
+            return self._table.get().first_use(key, ttl, self._clock())
+        except replay_table.TableFull as error:
+            self._warning.error(error, f"the table is full: raise DPOP_REPLAY_CAPACITY from {self.capacity}")
+        except replay_table.TableBusy as error:
+            self._warning.error(error, "another process held the table's lock too long")
+        except replay_table.TableMismatch as error:
+            self._warning.error(error, str(error))
+        except OSError as error:  # the file could not be opened or made; the message alone, not the path
+            self._warning.error(error, f"the table cannot be opened: {error.strerror or error.__class__.__name__}")
+        raise ReplayStoreUnavailable(RETRY_AFTER)
 
 
 class RedisReplayStore:
@@ -336,7 +281,8 @@ class RecordedReplayStore:
 
 
 def replay_store_for(settings: Settings, clock: Callable[[], float] = time.time) -> ReplayStore:
-    """The store DPOP_REPLAY_STORE names (Redis), else the gunicorn master's SQLite file, else this process's memory."""
+    """The store DPOP_REPLAY_STORE names (Redis), else the table file in DPOP_REPLAY_DIR (the gunicorn master's),
+    else this process's memory."""
     if settings.dpop_replay_store is not None:
         return RedisReplayStore(
             settings.dpop_replay_store,
@@ -344,5 +290,6 @@ def replay_store_for(settings: Settings, clock: Callable[[], float] = time.time)
             password=settings.dpop_replay_store_password,
         )
     if settings.dpop_replay_dir is not None:
-        return SqliteReplayStore(os.path.join(settings.dpop_replay_dir, REPLAY_FILE), clock=clock)
+        path = os.path.join(settings.dpop_replay_dir, REPLAY_FILE)
+        return SharedMemoryReplayStore(path, settings.dpop_replay_capacity, clock=clock)
     return MemoryReplayStore()

@@ -36,7 +36,7 @@ UNMATCHED = "unmatched"  # the route of requests no route matched: never the raw
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 FETCH_RESULTS = ("ok", "error")
 REPLAY_OUTCOMES = ("ok", "replayed", "error")
-# Seconds: a SQLite or in-memory check takes tens of microseconds, a Redis round trip about a millisecond, and a
+# Seconds: a shared-memory or in-memory check takes microseconds, a Redis round trip about a millisecond, and a
 # failing Redis up to DPOP_REPLAY_TIMEOUT.
 REPLAY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 FLUSH_INTERVAL = 1.0  # seconds between flushes of the pending tally in multiprocess mode

@@ -4,6 +4,9 @@ Dependencies (the identity provider's keys, the Redis replay store, the replay d
 server is lenient about them: each that does not answer is one warning and the service starts, answering 503
 until it does. `python -m service check` is strict: the first that does not answer stops it, with the same
 words. Exit statuses: 1 for a configuration error, 3 for a dependency that did not answer.
+
+With DPoP on, any replay table in an operator's DPOP_REPLAY_DIR must be one this configuration can use (its
+capacity): a table is never reset, which would forget the proofs it holds.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 
-from service.auth.replay import RedisReplayStore, replay_store_for
+from service.auth import replay_table
+from service.auth.replay import REPLAY_FILE, RedisReplayStore, replay_store_for
 from service.keys.fetch import FetchError, network_reason
 from service.keys.jwks import RemoteKeySet
 from service.keys.sources import load_keys, prefetch
@@ -74,11 +78,16 @@ def _unanswered(settings: Settings, environ: Mapping[str, str]) -> Iterator[tupl
                 f"DPOP_REPLAY_STORE: cannot record proofs in Redis at {store.address}: {reason}",
                 "DPoP requests get 503 until it answers",
             )
-    elif settings.dpop_replay_dir is not None and (reason := _unwritable(settings.dpop_replay_dir)) is not None:
-        yield (
-            f"DPOP_REPLAY_DIR: cannot record proofs in {settings.dpop_replay_dir}: {reason}",
-            "DPoP requests get 503 until it can",
-        )
+    elif settings.dpop_replay_dir is not None:
+        reason = _unwritable(settings.dpop_replay_dir)
+        if reason is not None:
+            yield (
+                f"DPOP_REPLAY_DIR: cannot record proofs in {settings.dpop_replay_dir}: {reason}",
+                "DPoP requests get 503 until it can",
+            )
+        else:  # a table of another capacity is a configuration error: it is never reset
+            path = os.path.join(settings.dpop_replay_dir, REPLAY_FILE)
+            replay_table.check(path, settings.dpop_replay_capacity)
 
 
 def _keys_variable(settings: Settings, environ: Mapping[str, str]) -> str:
