@@ -20,7 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from loadtest.run import ROOT, SECRET, Options, ensure_wrk, parse_wrk, serve, worker_pids
+from loadtest.harness import ROOT, Options, ensure_wrk, parse_wrk, serve, worker_pids
+from loadtest.scenarios import SECRET
 
 WIDEST_SPLIT = 0.6  # the most any one worker may hold of the connections
 LEAST_RATE = 0.8  # every run's req/s at least this much of the median run's

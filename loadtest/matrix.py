@@ -19,20 +19,9 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from loadtest.run import (
-    CEILINGS,
-    COLD_HS,
-    HOT,
-    ROOT,
-    SECRET,
-    Options,
-    Result,
-    ensure_wrk,
-    medians,
-    run_wrk,
-    serve,
-    write_tokens,
-)
+from loadtest.harness import ROOT, Options, Result, ensure_wrk, run_wrk, serve
+from loadtest.report import medians
+from loadtest.scenarios import CEILINGS, COLD_HS, HOT, SECRET, write_tokens
 
 CONFIGS = ((2, 8), (2, 4), (4, 2), (4, 4))  # (workers, threads per worker)
 SCENARIOS = (CEILINGS["plain"], HOT, COLD_HS)

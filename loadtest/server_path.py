@@ -102,7 +102,8 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     """The ceiling, the service with Bearer tokens and with DPoP; imported here, after the metrics mode is set."""
     from loadtest.ceiling import app as ceiling
     from loadtest.dpop import proof_key, proofs, thumbprint
-    from loadtest.run import AUDIENCE, EC_KID, ISSUER, RSA_KID, SECRET, ec_signing_key, rsa_signing_key, write_tokens
+    from loadtest.harness import AUDIENCE, ISSUER
+    from loadtest.scenarios import EC_KID, RSA_KID, SECRET, ec_signing_key, rsa_signing_key, write_tokens
     from service.app import create_app
     from service.keys.keyset import KeySet
     from service.settings import Settings
