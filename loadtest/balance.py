@@ -94,8 +94,11 @@ def main() -> None:
     arguments = parser.parse_args()
     wrk = ensure_wrk()
     options = Options(workers=arguments.workers, gunicorn_args=tuple(arguments.gunicorn_args))
-    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "workers": arguments.workers,
-              "gunicorn_args": arguments.gunicorn_args}  # fmt: skip
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "workers": arguments.workers,
+        "gunicorn_args": arguments.gunicorn_args,
+    }
     with serve("service.app:app", options, JWT_SECRET=SECRET, JWT_ALGORITHMS="HS256") as (url, master):
         for connections in arguments.connections:
             runs = [one_run(wrk, url, master, connections, arguments.seconds) for _ in range(arguments.runs)]
@@ -104,8 +107,10 @@ def main() -> None:
             splits = " ".join("/".join(map(str, run["split"])) for run in runs)
             rates = " ".join(f"{run['requests_per_second']:.0f}" for run in runs)
             print(f"{connections} connections: splits {splits}")
-            print(f"  req/s {rates}; least/median {verdict['least_over_median']}, widest share "
-                  f"{verdict['widest_share']}: {'passes' if verdict['passes'] else 'FAILS'}")  # fmt: skip
+            print(
+                f"  req/s {rates}; least/median {verdict['least_over_median']}, widest share "
+                f"{verdict['widest_share']}: {'passes' if verdict['passes'] else 'FAILS'}"
+            )
     out = ROOT / "loadtest-results" / ("balance.json" if not arguments.gunicorn_args else "balance-other.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -40,8 +40,9 @@ def proofs(count: int, key: ec.EllipticCurvePrivateKey, public_jwk: dict, url: s
     return [jwt.encode(each, key, algorithm="ES256", headers=header) for each in claims]
 
 
-def write_proofs(path: Path, count: int, key: ec.EllipticCurvePrivateKey, public_jwk: dict, url: str,
-                 token: str) -> Path:  # fmt: skip
+def write_proofs(
+    path: Path, count: int, key: ec.EllipticCurvePrivateKey, public_jwk: dict, url: str, token: str
+) -> Path:
     """`proofs(...)`, one per line."""
     path.write_text("".join(proof + "\n" for proof in proofs(count, key, public_jwk, url, token)))
     return path

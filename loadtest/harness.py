@@ -25,6 +25,9 @@ LUA_ONCE = Path(__file__).with_name("tokens_once.lua")  # each token once
 LUA_DPOP = Path(__file__).with_name("dpop_once.lua")  # one DPoP token, each proof once
 GTHREAD_THREADS = 8  # gunicorn.conf.py's `threads`
 SCENARIOS = ("all", "dpop")  # SCENARIOS=dpop: the DPoP rounds only
+# The whole-number options, each read from the variable of its field's name in capitals (DURATION: duration).
+_COUNTS = ("DURATION", "CONNECTIONS", "WORKERS", "WRK_THREADS", "THREADS", "ROUNDS")
+_TOKENS = ("HS_TOKENS", "RS_TOKENS", "ES_TOKENS", "MEMORY_TOKENS")
 # Every server's JWT_AUDIENCE and JWT_ISSUER, and so what every token claims.
 AUDIENCE, ISSUER = "https://api.loadtest.local", "https://issuer.loadtest.local/"
 
@@ -48,11 +51,7 @@ class Options:
 
     @classmethod
     def from_env(cls, environ) -> Options:
-        names = {"DURATION": "duration", "CONNECTIONS": "connections", "WORKERS": "workers",
-                 "WRK_THREADS": "wrk_threads", "HS_TOKENS": "hs_tokens", "RS_TOKENS": "rs_tokens",
-                 "ES_TOKENS": "es_tokens", "MEMORY_TOKENS": "memory_tokens", "ROUNDS": "rounds",
-                 "THREADS": "threads"}  # fmt: skip
-        values = {field: int(environ[name]) for name, field in names.items() if environ.get(name)}
+        values = {name.lower(): int(environ[name]) for name in _COUNTS + _TOKENS if environ.get(name)}
         if environ.get("CAP_CONNECTIONS"):
             values["cap_connections"] = environ["CAP_CONNECTIONS"] != "0"
         if environ.get("RESULTS"):
@@ -104,9 +103,16 @@ def free_port() -> int:
 def serve(app: str, options: Options, **variables: str) -> Iterator[tuple[str, int]]:
     """gunicorn -c gunicorn.conf.py APP with `variables`; yields (base URL, master pid) once /healthz answers."""
     port = free_port()
-    environ = {"PATH": os.environ.get("PATH", os.defpath), "JWT_AUDIENCE": AUDIENCE, "JWT_ISSUER": ISSUER,
-               "WEB_CONCURRENCY": str(options.workers), "ACCESS_LOG": "0", "LOG_LEVEL": "warning",
-               "PORT": str(port), **variables}  # fmt: skip
+    environ = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "JWT_AUDIENCE": AUDIENCE,
+        "JWT_ISSUER": ISSUER,
+        "WEB_CONCURRENCY": str(options.workers),
+        "ACCESS_LOG": "0",
+        "LOG_LEVEL": "warning",
+        "PORT": str(port),
+        **variables,
+    }
     command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
     if options.threads != GTHREAD_THREADS:  # the command line overrides gunicorn.conf.py (and GUNICORN_CMD_ARGS)
         command += ["--threads", str(options.threads)]
@@ -170,12 +176,21 @@ def resident_mb(pid: int) -> float:
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def run_wrk(wrk: str, scenario: str, url: str, options: Options, *, duration: int | None = None,
-            header: str | None = None, script_args: tuple[str, ...] = (), script: Path = LUA,
-            server: int | None = None) -> Result:  # fmt: skip
+def run_wrk(
+    wrk: str,
+    scenario: str,
+    url: str,
+    options: Options,
+    *,
+    duration: int | None = None,
+    header: str | None = None,
+    script_args: tuple[str, ...] = (),
+    script: Path = LUA,
+    server: int | None = None,
+) -> Result:
     """Drive `url` with wrk and parse its summary; with the `server`'s master pid, also its CPU per request."""
-    command = [wrk, "--latency", "-t", str(options.wrk_threads), "-c", str(options.connections),
-               "-d", f"{duration or options.duration}s"]  # fmt: skip
+    command = [wrk, "--latency", "-t", str(options.wrk_threads), "-c", str(options.connections)]
+    command += ["-d", f"{duration or options.duration}s"]
     if header:
         command += ["-H", header]
     if script_args:
@@ -229,8 +244,8 @@ def redis_store(folder: Path) -> Iterator[str | None]:
         yield None
         return
     port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(folder)]  # fmt: skip
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1"]
+    command += ["--save", "", "--appendonly", "no", "--dir", str(folder)]  # nothing kept on disk
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
     try:
         deadline = time.monotonic() + 10

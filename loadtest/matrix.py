@@ -84,17 +84,21 @@ def summarise(rows: list[tuple[str, Result]]) -> list[dict]:
 
 def print_report(report: dict) -> None:
     options = report["options"]
-    print(f"\n{report['date']}, {report['cpus']} CPUs, {options['connections']} connections, "
-          f"{options['duration']} s each, {options['rounds']} rounds")  # fmt: skip
+    print(
+        f"\n{report['date']}, {report['cpus']} CPUs, {options['connections']} connections, "
+        f"{options['duration']} s each, {options['rounds']} rounds"
+    )
     print("Medians over the rounds; each round's CPU us per request in brackets, in the order run.")
     print(f"{'workers x threads':<19}{'scenario':<32}{'req/s':>8}{'CPU us':>8}{'p99 ms':>8}{'MB/worker':>10}  rounds")
     for config in report["configs"]:
         for name, measured in config["scenarios"].items():
             median = measured["median"]
             rounds = " ".join(f"{row['cpu_us_per_request'] or 0:.0f}" for row in measured["rounds"])
-            print(f"{config['config']:<19}{name:<32}{median['requests_per_second'] or 0:>8.0f}"
-                  f"{median['cpu_us_per_request'] or 0:>8.0f}{median['p99_ms'] or 0:>8.2f}"
-                  f"{median['worker_rss_mb'] or 0:>10.1f}  [{rounds}]")  # fmt: skip
+            print(
+                f"{config['config']:<19}{name:<32}{median['requests_per_second'] or 0:>8.0f}"
+                f"{median['cpu_us_per_request'] or 0:>8.0f}{median['p99_ms'] or 0:>8.2f}"
+                f"{median['worker_rss_mb'] or 0:>10.1f}  [{rounds}]"
+            )
     print(f"written to {options['results']}")
 
 

@@ -46,12 +46,20 @@ def dpop_summary(pairs: list[tuple[Result, ...]]) -> dict:
         cpu_ratio = None
         if bearer.cpu_us_per_request and dpop.cpu_us_per_request:
             cpu_ratio = round(bearer.cpu_us_per_request / dpop.cpu_us_per_request, 3)
-        rounds.append({"round": bearer.round, "bearer_rps": bearer.requests_per_second,
-                       "dpop_rps": dpop.requests_per_second,
-                       "ratio": round(dpop.requests_per_second / max(bearer.requests_per_second, 1.0), 3),
-                       "bearer_cpu_us": bearer.cpu_us_per_request, "dpop_cpu_us": dpop.cpu_us_per_request,
-                       "cpu_ratio": cpu_ratio, "bearer_p99_ms": bearer.p99_ms, "dpop_p99_ms": dpop.p99_ms,
-                       "dpop_non_2xx": dpop.non_2xx})  # fmt: skip
+        rounds.append(
+            {
+                "round": bearer.round,
+                "bearer_rps": bearer.requests_per_second,
+                "dpop_rps": dpop.requests_per_second,
+                "ratio": round(dpop.requests_per_second / max(bearer.requests_per_second, 1.0), 3),
+                "bearer_cpu_us": bearer.cpu_us_per_request,
+                "dpop_cpu_us": dpop.cpu_us_per_request,
+                "cpu_ratio": cpu_ratio,
+                "bearer_p99_ms": bearer.p99_ms,
+                "dpop_p99_ms": dpop.p99_ms,
+                "dpop_non_2xx": dpop.non_2xx,
+            }
+        )
         if redis:
             rounds[-1].update(_redis_ratios(dpop, redis[0]))
     cpu_ratios = [r["cpu_ratio"] for r in rounds if r["cpu_ratio"] is not None]
@@ -72,9 +80,14 @@ def _redis_ratios(local: Result, redis: Result) -> dict:
     cpu = None
     if local.cpu_us_per_request and redis.cpu_us_per_request:
         cpu = round(local.cpu_us_per_request / redis.cpu_us_per_request, 3)
-    return {"redis_rps": redis.requests_per_second, "redis_ratio": round(redis.requests_per_second /
-            max(local.requests_per_second, 1.0), 3), "redis_cpu_us": redis.cpu_us_per_request,
-            "redis_cpu_ratio": cpu, "redis_p99_ms": redis.p99_ms, "redis_non_2xx": redis.non_2xx}  # fmt: skip
+    return {
+        "redis_rps": redis.requests_per_second,
+        "redis_ratio": round(redis.requests_per_second / max(local.requests_per_second, 1.0), 3),
+        "redis_cpu_us": redis.cpu_us_per_request,
+        "redis_cpu_ratio": cpu,
+        "redis_p99_ms": redis.p99_ms,
+        "redis_non_2xx": redis.non_2xx,
+    }
 
 
 def ceiling_ratios(results: list[Result]) -> list[dict]:
@@ -88,22 +101,38 @@ def ceiling_ratios(results: list[Result]) -> list[dict]:
     for r in results:
         same, plain = ceilings.get((r.round, r.client)), ceilings.get((r.round, "plain"))
         clients[r.scenario] = r.client
-        by_scenario.setdefault(r.scenario, []).append({
-            "round": r.round, "requests_per_second": r.requests_per_second, "cpu_us_per_request": r.cpu_us_per_request,
-            "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "non_2xx": r.non_2xx, "worker_rss_mb": r.worker_rss_mb,
-            "ratio": _ratio(r.requests_per_second, same and same.requests_per_second),
-            "cpu_ratio": _ratio(same and same.cpu_us_per_request, r.cpu_us_per_request),
-            "p99_ratio": _ratio(r.p99_ms, same and same.p99_ms),
-            "plain_ratio": _ratio(r.requests_per_second, plain and plain.requests_per_second),
-        })  # fmt: skip
+        by_scenario.setdefault(r.scenario, []).append(
+            {
+                "round": r.round,
+                "requests_per_second": r.requests_per_second,
+                "cpu_us_per_request": r.cpu_us_per_request,
+                "p50_ms": r.p50_ms,
+                "p99_ms": r.p99_ms,
+                "non_2xx": r.non_2xx,
+                "worker_rss_mb": r.worker_rss_mb,
+                "ratio": _ratio(r.requests_per_second, same and same.requests_per_second),
+                "cpu_ratio": _ratio(same and same.cpu_us_per_request, r.cpu_us_per_request),
+                "p99_ratio": _ratio(r.p99_ms, same and same.p99_ms),
+                "plain_ratio": _ratio(r.requests_per_second, plain and plain.requests_per_second),
+            }
+        )
     return [
         {"scenario": name, "client": clients[name], "rounds": rounds, "median": medians(rounds, MEDIAN_KEYS)}
         for name, rounds in by_scenario.items()
     ]
 
 
-MEDIAN_KEYS = ("requests_per_second", "cpu_us_per_request", "p50_ms", "p99_ms", "worker_rss_mb", "ratio", "cpu_ratio",
-               "p99_ratio", "plain_ratio")  # fmt: skip
+MEDIAN_KEYS = (
+    "requests_per_second",
+    "cpu_us_per_request",
+    "p50_ms",
+    "p99_ms",
+    "worker_rss_mb",
+    "ratio",
+    "cpu_ratio",
+    "p99_ratio",
+    "plain_ratio",
+)
 
 
 def medians(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float | None]:
@@ -131,25 +160,33 @@ def check_targets(scenarios: list[dict], dpop: dict) -> list[dict]:
 
 def print_report(report: dict) -> None:
     options = report["options"]
-    print(f"\n{report['date']}, {report['cpus']} CPUs, {options['workers']} workers x {options['threads']} threads, "
-          f"{options['connections']} connections, {options['duration']} s each, {options['rounds']} rounds, "
-          f"worker connections {'capped' if options['cap_connections'] else 'as gunicorn.conf.py'}")  # fmt: skip
-    print("Medians over the rounds; ratios are to the ceiling of the same round driven the same way, per round "
-          "(median), by req/s and by server CPU per request (ceiling's / scenario's).")  # fmt: skip
+    print(
+        f"\n{report['date']}, {report['cpus']} CPUs, {options['workers']} workers x {options['threads']} threads, "
+        f"{options['connections']} connections, {options['duration']} s each, {options['rounds']} rounds, "
+        f"worker connections {'capped' if options['cap_connections'] else 'as gunicorn.conf.py'}"
+    )
+    print(
+        "Medians over the rounds; ratios are to the ceiling of the same round driven the same way, per round "
+        "(median), by req/s and by server CPU per request (ceiling's / scenario's)."
+    )
     if options["scenarios"] == "dpop":
         print_dpop_runs([result for result in report["results"] if result["scenario"] in (BEARER_ES, DPOP, DPOP_REDIS)])
     width = max((len(s["scenario"]) for s in report["scenarios"]), default=0) + 2
     per_round = 6 * options["rounds"] + 8
     if report["scenarios"]:
-        print(f"{'scenario':<{width}}{'req/s':>8}{'p99 ms':>8}{'CPU us':>8}{'non-2xx':>8}  "
-              f"{'req/s ratio':<{per_round}}CPU ratio")  # fmt: skip
+        print(
+            f"{'scenario':<{width}}{'req/s':>8}{'p99 ms':>8}{'CPU us':>8}{'non-2xx':>8}  "
+            f"{'req/s ratio':<{per_round}}CPU ratio"
+        )
     for s in report["scenarios"]:
         median = s["median"]
         non_2xx = sum(row["non_2xx"] for row in s["rounds"])
         ratios, cpu_ratios = _per_round(s["rounds"], median, "ratio"), _per_round(s["rounds"], median, "cpu_ratio")
         cpu = _number(median["cpu_us_per_request"], ".0f")
-        print(f"{s['scenario']:<{width}}{median['requests_per_second'] or 0:>8.0f}{median['p99_ms'] or 0:>8.2f}"
-              f"{cpu:>8}{non_2xx:>8}  {ratios:<{per_round}}{cpu_ratios}")  # fmt: skip
+        print(
+            f"{s['scenario']:<{width}}{median['requests_per_second'] or 0:>8.0f}{median['p99_ms'] or 0:>8.2f}"
+            f"{cpu:>8}{non_2xx:>8}  {ratios:<{per_round}}{cpu_ratios}"
+        )
     hot = next((s for s in report["scenarios"] if s["scenario"] == HOT), None)
     if hot:
         print(f"hot secured p99 / fixed-header ceiling's: {_per_round(hot['rounds'], hot['median'], 'p99_ratio')}")
@@ -159,8 +196,10 @@ def print_report(report: dict) -> None:
         print(f"cold ES256 bearer / DPoP, server CPU per request: {_per_round(dpop['rounds'], dpop, 'cpu_ratio')}")
         if dpop["median_redis_ratio"] is not None:
             print(f"DPoP, Redis store / host-local store, req/s: {_per_round(dpop['rounds'], dpop, 'redis_ratio')}")
-            print("DPoP, host-local / Redis store, server CPU per request: "
-                  f"{_per_round(dpop['rounds'], dpop, 'redis_cpu_ratio')}")  # fmt: skip
+            print(
+                "DPoP, host-local / Redis store, server CPU per request: "
+                f"{_per_round(dpop['rounds'], dpop, 'redis_cpu_ratio')}"
+            )
     print("\ntargets (median of the per-round ratios)")
     width = max(len(t["name"]) for t in report["targets"]) + 2
     print(f"{'target':<{width}}{'median':>8}{'req/s':>8}  met")
@@ -170,8 +209,10 @@ def print_report(report: dict) -> None:
     memory = report["memory"]
     if memory is not None:
         before, after = list(memory["rss_mb_before"].values()), list(memory["rss_mb_after"].values())
-        print(f"\nmemory: {memory['requests']} requests ({memory['non_2xx']} non-2xx); resident MB per worker "
-              f"before {before}, after {after}")  # fmt: skip
+        print(
+            f"\nmemory: {memory['requests']} requests ({memory['non_2xx']} non-2xx); resident MB per worker "
+            f"before {before}, after {after}"
+        )
     print(f"written to {options['results']}")
 
 
@@ -180,8 +221,10 @@ def print_dpop_runs(results: list[dict]) -> None:
     width = max(len(r["scenario"]) for r in results) + 2
     print(f"{'round':<7}{'scenario':<{width}}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU us':>8}{'non-2xx':>8}")
     for r in results:
-        print(f"{r['round']:<7}{r['scenario']:<{width}}{r['requests_per_second']:>8.0f}{r['p50_ms']:>8.2f}"
-              f"{r['p99_ms']:>8.2f}{_number(r['cpu_us_per_request'], '.0f'):>8}{r['non_2xx']:>8}")  # fmt: skip
+        print(
+            f"{r['round']:<7}{r['scenario']:<{width}}{r['requests_per_second']:>8.0f}{r['p50_ms']:>8.2f}"
+            f"{r['p99_ms']:>8.2f}{_number(r['cpu_us_per_request'], '.0f'):>8}{r['non_2xx']:>8}"
+        )
     print()
 
 

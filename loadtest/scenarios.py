@@ -42,8 +42,11 @@ RSA_KID, EC_KID = "load-1", "load-ec-1"
 PROOF_HEADROOM, PROOF_FLOOR_RATE, DPOP_MAX_DURATION = 2.0, 5000.0, 30
 SECRET = "l" * 32
 # The ceiling driven each way the service is: plain, a fixed Authorization header, a token per request (Lua).
-CEILINGS = {"plain": "ceiling /ping (bare Falcon)", "header": "ceiling, fixed token header",
-            "lua": "ceiling, token per request"}  # fmt: skip
+CEILINGS = {
+    "plain": "ceiling /ping (bare Falcon)",
+    "header": "ceiling, fixed token header",
+    "lua": "ceiling, token per request",
+}
 PUBLIC, HOT = "public /ping", "hot /secured/ping (one token)"
 COLD_HS, COLD_RS = "cold HS256 (cache off)", "cold RS256 (cache off)"
 BEARER_ES, DPOP, DPOP_REDIS = (
@@ -72,8 +75,9 @@ TARGETS = (
 )
 
 
-def write_tokens(path: Path, count: int, key, algorithm: str, kid: str | None = None, scope: str = "",
-                 cnf: dict | None = None) -> Path:  # fmt: skip
+def write_tokens(
+    path: Path, count: int, key, algorithm: str, kid: str | None = None, scope: str = "", cnf: dict | None = None
+) -> Path:
     """`count` distinct tokens valid for an hour, one per line; `cnf` binds them to a key (DPoP's `jkt`)."""
     now = int(time.time())
     headers = {"kid": kid} if kid else None
@@ -205,9 +209,9 @@ def memory_check(wrk: str, options: Options, load: Load, rate: float) -> dict:
     duration = max(options.duration, math.ceil(options.memory_tokens / rate * 1.5) + 2)
     with serve("service.app:app", options, **load.hs) as (url, master):
         before = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
-        sent = run_wrk(wrk, f"{options.memory_tokens} distinct tokens, each once", url + "/secured/ping", options,
-                       duration=duration, script=LUA_ONCE,
-                       script_args=(str(load.memory_tokens), str(options.wrk_threads)))  # fmt: skip
+        name = f"{options.memory_tokens} distinct tokens, each once"
+        args = (str(load.memory_tokens), str(options.wrk_threads))
+        sent = run_wrk(wrk, name, url + "/secured/ping", options, duration=duration, script=LUA_ONCE, script_args=args)
         after = {str(pid): resident_mb(pid) for pid in worker_pids(master)}
     return {"requests": sent.requests, "non_2xx": sent.non_2xx, "rss_mb_before": before, "rss_mb_after": after}
 
@@ -224,8 +228,9 @@ def dpop_round(wrk: str, options: Options, load: Load, n: int, redis_url: str | 
     duration = min(options.duration, DPOP_MAX_DURATION)
 
     def drive(scenario: str, url: str, pid: int, script: Path, script_args: tuple[str, ...]) -> Result:
-        result = run_wrk(wrk, scenario, url, options, duration=duration, script=script, script_args=script_args,
-                         server=pid)  # fmt: skip
+        result = run_wrk(
+            wrk, scenario, url, options, duration=duration, script=script, script_args=script_args, server=pid
+        )
         return replace(result, round=n)
 
     def drive_dpop(scenario: str, url: str, pid: int, rate: float) -> Result:

@@ -113,8 +113,12 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     hs = write_tokens(folder / "hs.txt", distinct, SECRET, "HS256").read_text().split()
     rs = write_tokens(folder / "rs.txt", distinct, rsa_key, "RS256", RSA_KID).read_text().split()
     es = write_tokens(folder / "es.txt", distinct, ec_key, "ES256", EC_KID).read_text().split()
-    common = {"audiences": (AUDIENCE,), "issuer": ISSUER, "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"],
-              "metrics": os.environ.get("METRICS", "1") != "0"}  # fmt: skip
+    common = {
+        "audiences": (AUDIENCE,),
+        "issuer": ISSUER,
+        "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"],
+        "metrics": os.environ.get("METRICS", "1") != "0",
+    }
     hs_settings = Settings(algorithms=("HS256",), secret=SECRET.encode(), **common)
     service = create_app(hs_settings)
     cold_hs = create_app(Settings(algorithms=("HS256",), secret=SECRET.encode(), cache_size=0, **common))
