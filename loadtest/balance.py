@@ -3,10 +3,10 @@
     .venv/bin/python -m loadtest.balance --runs 10 --connections 32 256
     .venv/bin/python -m loadtest.balance --runs 10 -- -k gthread --reuse-port    # the same for another setup
 
-Each run is one `wrk -t1 -c<n> -d<seconds>s` against /ping of the service under gunicorn.conf.py as shipped (no
-`--worker-connections` cap); half-way through, the established connections each worker process holds are
-counted from /proc (as `ss -tnp` shows them). A connection count passes when every run's split is within 40/60
-and every run's req/s is at least 0.8 of the median run's. Written to loadtest-results/balance.json.
+Each run is one `wrk -t1 -c<n> -d<seconds>s` against /ping of the service under gunicorn.conf.py as shipped;
+half-way through, the established connections each worker process holds are counted from /proc (as `ss -tnp`
+shows them). A connection count passes when every run's split is within 40/60 and every run's req/s is at least
+0.8 of the median run's. Written to loadtest-results/balance.json.
 """
 
 from __future__ import annotations

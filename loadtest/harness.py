@@ -5,7 +5,6 @@ Redis for the DPoP replay store. Everything here measures; what is measured is l
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import shutil
@@ -44,7 +43,6 @@ class Options:
     memory_tokens: int = 200_000
     rounds: int = 3  # interleaved pairs of cold ES256 bearer and DPoP scenarios
     threads: int = GTHREAD_THREADS  # per worker; `--threads` on the command line when not gunicorn.conf.py's
-    cap_connections: bool = False  # CAP_CONNECTIONS=1: `--worker-connections` of each worker's share (see serve)
     gunicorn_args: tuple[str, ...] = ()  # more of gunicorn's command line, after gunicorn.conf.py's (loadtest.balance)
     scenarios: str = "all"  # or "dpop": the DPoP rounds only, no ceilings, Bearer scenarios or memory check
     results: Path = ROOT / "loadtest-results" / "latest.json"
@@ -52,8 +50,6 @@ class Options:
     @classmethod
     def from_env(cls, environ) -> Options:
         values = {name.lower(): int(environ[name]) for name in _COUNTS + _TOKENS if environ.get(name)}
-        if environ.get("CAP_CONNECTIONS"):
-            values["cap_connections"] = environ["CAP_CONNECTIONS"] != "0"
         if environ.get("RESULTS"):
             values["results"] = Path(environ["RESULTS"])
         if environ.get("SCENARIOS"):
@@ -116,12 +112,6 @@ def serve(app: str, options: Options, **variables: str) -> Iterator[tuple[str, i
     command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
     if options.threads != GTHREAD_THREADS:  # the command line overrides gunicorn.conf.py (and GUNICORN_CMD_ARGS)
         command += ["--threads", str(options.threads)]
-    if options.cap_connections:
-        # CAP_CONNECTIONS=1, for comparison with runs from before fair-share accepting (service/ops/balance.py):
-        # each worker accepts at most its share of wrk's connections plus its thread count, the way those runs
-        # kept one worker from taking most of them. gunicorn.conf.py now spreads them by itself.
-        connections_per_worker = math.ceil(options.connections / options.workers) + options.threads
-        command += ["--worker-connections", str(connections_per_worker)]
     command += [*options.gunicorn_args, app]
     process = subprocess.Popen(command, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
     url = f"http://127.0.0.1:{port}"

@@ -7,7 +7,7 @@ round drives the bare ceiling (plain), the hot secured ping (one token) and cold
 off), each against a fresh server, with run.py's wrk and CPU readings. The configurations are interleaved, and
 each round starts one further down the list, so no configuration always runs first. Reports each round's req/s,
 CPU per request, p99 and the workers' mean resident memory after the run, and their medians, as a table and in
-loadtest-results/matrix.json. CONNECTIONS, DURATION, ROUNDS, HS_TOKENS and CAP_CONNECTIONS as for run.py.
+loadtest-results/matrix.json. CONNECTIONS, DURATION, ROUNDS and HS_TOKENS as for run.py.
 """
 
 from __future__ import annotations

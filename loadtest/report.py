@@ -163,7 +163,7 @@ def print_report(report: dict) -> None:
     print(
         f"\n{report['date']}, {report['cpus']} CPUs, {options['workers']} workers x {options['threads']} threads, "
         f"{options['connections']} connections, {options['duration']} s each, {options['rounds']} rounds, "
-        f"worker connections {'capped' if options['cap_connections'] else 'as gunicorn.conf.py'}"
+        "worker connections as gunicorn.conf.py"
     )
     print(
         "Medians over the rounds; ratios are to the ceiling of the same round driven the same way, per round "
