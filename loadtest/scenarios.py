@@ -14,7 +14,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from loadtest.dpop import proof_key, thumbprint, write_proofs
+from loadtest.dpop import client_key, write_proofs
 from loadtest.harness import (
     AUDIENCE,
     ISSUER,
@@ -81,14 +81,11 @@ def write_tokens(
     """`count` distinct tokens valid for an hour, one per line; `cnf` binds them to a key (DPoP's `jkt`)."""
     now = int(time.time())
     headers = {"kid": kid} if kid else None
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600}
+    claims |= {name: value for name, value in (("scope", scope), ("cnf", cnf)) if value}
     with path.open("w") as out:
         for n in range(count):
-            claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": f"user-{n}", "iat": now, "exp": now + 3600}
-            if scope:
-                claims["scope"] = scope
-            if cnf:
-                claims["cnf"] = cnf
-            out.write(jwt.encode(claims, key, algorithm=algorithm, headers=headers) + "\n")
+            out.write(jwt.encode({**claims, "sub": f"user-{n}"}, key, algorithm=algorithm, headers=headers) + "\n")
     return path
 
 
@@ -118,9 +115,7 @@ class Load:
     hs: dict[str, str]
     rs: dict[str, str]
     es: dict[str, str]
-    client_key: ec.EllipticCurvePrivateKey  # the DPoP client's proof key
-    client_jwk: dict
-    bound: str  # an ES256 token bound to client_key (cnf.jkt)
+    bound: str  # an ES256 token bound to the DPoP client's key, folder/dpop.pem (cnf.jkt)
 
 
 def prepare(folder: Path, options: Options) -> Load:
@@ -130,8 +125,7 @@ def prepare(folder: Path, options: Options) -> Load:
     (folder / "jwks.json").write_text(json.dumps({"keys": [jwk, ec_jwk]}))
     hs_tokens = write_tokens(folder / "hs.txt", options.hs_tokens, SECRET, "HS256")
     scoped = write_tokens(folder / "scoped.txt", 1, SECRET, "HS256", scope="read:messages").read_text().strip()
-    client_key, client_jwk = proof_key()
-    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": thumbprint(client_jwk)})
+    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": client_key(folder)})
     return Load(
         folder=folder,
         hs_tokens=hs_tokens,
@@ -143,8 +137,6 @@ def prepare(folder: Path, options: Options) -> Load:
         hs={"JWT_SECRET": SECRET},
         rs={"JWT_JWKS_FILE": str(folder / "jwks.json")},
         es={"JWT_JWKS_FILE": str(folder / "jwks.json"), "JWT_ALGORITHMS": "ES256"},
-        client_key=client_key,
-        client_jwk=client_jwk,
         bound=bound.read_text().strip(),
     )
 
@@ -236,7 +228,7 @@ def dpop_round(wrk: str, options: Options, load: Load, n: int, redis_url: str | 
     def drive_dpop(scenario: str, url: str, pid: int, rate: float) -> Result:
         secured = url + "/secured/ping"
         count = math.ceil(max(rate, PROOF_FLOOR_RATE) * duration * PROOF_HEADROOM)
-        path = write_proofs(load.folder / "proofs.txt", count, load.client_key, load.client_jwk, secured, load.bound)
+        path = write_proofs(load.folder / "proofs.txt", count, load.folder, secured, load.bound)
         return drive(scenario, secured, pid, LUA_DPOP, (load.bound, str(path), str(options.wrk_threads)))
 
     with serve("service.app:app", options, JWT_CACHE_SIZE="0", **load.es) as (url, pid):
