@@ -1,5 +1,6 @@
-"""The load test's processes: gunicorn serving an app, wrk driving it, the server's CPU and memory from /proc, and
-Redis for the DPoP replay store. Everything here measures; what is measured is loadtest.scenarios'.
+"""The load test's processes: gunicorn serving an app, wrk driving it and its summary parsed, the server's CPU and
+memory from /proc, and Redis for the DPoP replay store; with the options they run by. What they run is
+loadtest.scenarios', how it is judged loadtest.report's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ LUA_ONCE = Path(__file__).with_name("tokens_once.lua")  # each token once
 LUA_DPOP = Path(__file__).with_name("dpop_once.lua")  # one DPoP token, each proof once
 GTHREAD_THREADS = 8  # gunicorn.conf.py's `threads`
 SCENARIOS = ("all", "dpop")  # SCENARIOS=dpop: the DPoP rounds only
-# The whole-number options, each read from the variable of its field's name in capitals (DURATION: duration).
+# The whole-number options' variables (DURATION sets `duration`).
 _COUNTS = ("DURATION", "CONNECTIONS", "WORKERS", "WRK_THREADS", "THREADS", "ROUNDS")
 _TOKENS = ("HS_TOKENS", "RS_TOKENS", "ES_TOKENS", "MEMORY_TOKENS")
 # Every server's JWT_AUDIENCE and JWT_ISSUER, and so what every token claims.
@@ -33,6 +34,8 @@ AUDIENCE, ISSUER = "https://api.loadtest.local", "https://issuer.loadtest.local/
 
 @dataclass(frozen=True)
 class Options:
+    """How a load test runs; `from_env` reads each from the variable of its name in capitals, and RESULTS."""
+
     duration: int = 10  # seconds per scenario
     connections: int = 64
     workers: int = 2
