@@ -24,7 +24,7 @@ help:
 	@echo "                (the URL exactly as the request is sent: localhost is not 127.0.0.1)"
 	@echo "make test       build .venv and run the whole suite"
 	@echo "make lint       ruff check and format check"
-	@echo "make loadtest   the benchmark: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS, CAP_CONNECTIONS,"
+	@echo "make loadtest   the benchmark: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS,"
 	@echo "                HS_TOKENS, RS_TOKENS, ES_TOKENS, MEMORY_TOKENS"
 	@echo "make loadtest-matrix  workers x threads by server CPU per request"
 	@echo "make image      the container image: IMAGE, IMAGE_BASE, IMAGE_VERSION, IMAGE_SOURCE, IMAGE_BUILD_FLAGS"
@@ -63,7 +63,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# A benchmark, not a test: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS, CAP_CONNECTIONS (and HS_TOKENS,
+# A benchmark, not a test: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS (and HS_TOKENS,
 # RS_TOKENS, ES_TOKENS, MEMORY_TOKENS) tune it; SCENARIOS=dpop runs only the DPoP rounds (cold ES256 bearer, then
 # DPoP on the host-local replay store, then on Redis, in each round).
 loadtest: install

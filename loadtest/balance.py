@@ -3,10 +3,10 @@
     .venv/bin/python -m loadtest.balance --runs 10 --connections 32 256
     .venv/bin/python -m loadtest.balance --runs 10 -- -k gthread --reuse-port    # the same for another setup
 
-Each run is one `wrk -t1 -c<n> -d<seconds>s` against /ping of the service under gunicorn.conf.py as shipped (no
-`--worker-connections` cap); half-way through, the established connections each worker process holds are
-counted from /proc (as `ss -tnp` shows them). A connection count passes when every run's split is within 40/60
-and every run's req/s is at least 0.8 of the median run's. Written to loadtest-results/balance.json.
+Each run is one `wrk -t1 -c<n> -d<seconds>s` against /ping of the service under gunicorn.conf.py as shipped;
+half-way through, the established connections each worker process holds are counted from /proc (as `ss -tnp`
+shows them). A connection count passes when every run's split is within 40/60 and every run's req/s is at least
+0.8 of the median run's. Written to loadtest-results/balance.json.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from loadtest.run import ROOT, SECRET, Options, ensure_wrk, parse_wrk, serve, worker_pids
+from loadtest.harness import ROOT, Options, ensure_wrk, parse_wrk, serve, worker_pids
+from loadtest.scenarios import SECRET
 
 WIDEST_SPLIT = 0.6  # the most any one worker may hold of the connections
 LEAST_RATE = 0.8  # every run's req/s at least this much of the median run's
@@ -93,8 +94,11 @@ def main() -> None:
     arguments = parser.parse_args()
     wrk = ensure_wrk()
     options = Options(workers=arguments.workers, gunicorn_args=tuple(arguments.gunicorn_args))
-    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "workers": arguments.workers,
-              "gunicorn_args": arguments.gunicorn_args}  # fmt: skip
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "workers": arguments.workers,
+        "gunicorn_args": arguments.gunicorn_args,
+    }
     with serve("service.app:app", options, JWT_SECRET=SECRET, JWT_ALGORITHMS="HS256") as (url, master):
         for connections in arguments.connections:
             runs = [one_run(wrk, url, master, connections, arguments.seconds) for _ in range(arguments.runs)]
@@ -103,8 +107,10 @@ def main() -> None:
             splits = " ".join("/".join(map(str, run["split"])) for run in runs)
             rates = " ".join(f"{run['requests_per_second']:.0f}" for run in runs)
             print(f"{connections} connections: splits {splits}")
-            print(f"  req/s {rates}; least/median {verdict['least_over_median']}, widest share "
-                  f"{verdict['widest_share']}: {'passes' if verdict['passes'] else 'FAILS'}")  # fmt: skip
+            print(
+                f"  req/s {rates}; least/median {verdict['least_over_median']}, widest share "
+                f"{verdict['widest_share']}: {'passes' if verdict['passes'] else 'FAILS'}"
+            )
     out = ROOT / "loadtest-results" / ("balance.json" if not arguments.gunicorn_args else "balance-other.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

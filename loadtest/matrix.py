@@ -7,7 +7,7 @@ round drives the bare ceiling (plain), the hot secured ping (one token) and cold
 off), each against a fresh server, with run.py's wrk and CPU readings. The configurations are interleaved, and
 each round starts one further down the list, so no configuration always runs first. Reports each round's req/s,
 CPU per request, p99 and the workers' mean resident memory after the run, and their medians, as a table and in
-loadtest-results/matrix.json. CONNECTIONS, DURATION, ROUNDS, HS_TOKENS and CAP_CONNECTIONS as for run.py.
+loadtest-results/matrix.json. CONNECTIONS, DURATION, ROUNDS and HS_TOKENS as for run.py.
 """
 
 from __future__ import annotations
@@ -19,20 +19,9 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from loadtest.run import (
-    CEILINGS,
-    COLD_HS,
-    HOT,
-    ROOT,
-    SECRET,
-    Options,
-    Result,
-    ensure_wrk,
-    medians,
-    run_wrk,
-    serve,
-    write_tokens,
-)
+from loadtest.harness import ROOT, Options, Result, ensure_wrk, run_wrk, serve
+from loadtest.report import medians
+from loadtest.scenarios import CEILINGS, COLD_HS, HOT, SECRET, write_tokens
 
 CONFIGS = ((2, 8), (2, 4), (4, 2), (4, 4))  # (workers, threads per worker)
 SCENARIOS = (CEILINGS["plain"], HOT, COLD_HS)
@@ -95,17 +84,21 @@ def summarise(rows: list[tuple[str, Result]]) -> list[dict]:
 
 def print_report(report: dict) -> None:
     options = report["options"]
-    print(f"\n{report['date']}, {report['cpus']} CPUs, {options['connections']} connections, "
-          f"{options['duration']} s each, {options['rounds']} rounds")  # fmt: skip
+    print(
+        f"\n{report['date']}, {report['cpus']} CPUs, {options['connections']} connections, "
+        f"{options['duration']} s each, {options['rounds']} rounds"
+    )
     print("Medians over the rounds; each round's CPU us per request in brackets, in the order run.")
     print(f"{'workers x threads':<19}{'scenario':<32}{'req/s':>8}{'CPU us':>8}{'p99 ms':>8}{'MB/worker':>10}  rounds")
     for config in report["configs"]:
         for name, measured in config["scenarios"].items():
             median = measured["median"]
             rounds = " ".join(f"{row['cpu_us_per_request'] or 0:.0f}" for row in measured["rounds"])
-            print(f"{config['config']:<19}{name:<32}{median['requests_per_second'] or 0:>8.0f}"
-                  f"{median['cpu_us_per_request'] or 0:>8.0f}{median['p99_ms'] or 0:>8.2f}"
-                  f"{median['worker_rss_mb'] or 0:>10.1f}  [{rounds}]")  # fmt: skip
+            print(
+                f"{config['config']:<19}{name:<32}{median['requests_per_second'] or 0:>8.0f}"
+                f"{median['cpu_us_per_request'] or 0:>8.0f}{median['p99_ms'] or 0:>8.2f}"
+                f"{median['worker_rss_mb'] or 0:>10.1f}  [{rounds}]"
+            )
     print(f"written to {options['results']}")
 
 

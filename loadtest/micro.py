@@ -17,7 +17,7 @@ from functools import partial
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from loadtest.run import RSA_KID, rsa_signing_key
+from loadtest.scenarios import RSA_KID, rsa_signing_key
 from service.keys.keyset import KeySet, SharedSecret
 from service.tokens.verifier import TokenVerifier
 

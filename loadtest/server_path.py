@@ -101,8 +101,9 @@ def _check(statuses: list[str], requests: list[bytes]) -> None:
 def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     """The ceiling, the service with Bearer tokens and with DPoP; imported here, after the metrics mode is set."""
     from loadtest.ceiling import app as ceiling
-    from loadtest.dpop import proof_key, proofs, thumbprint
-    from loadtest.run import AUDIENCE, EC_KID, ISSUER, RSA_KID, SECRET, ec_signing_key, rsa_signing_key, write_tokens
+    from loadtest.dpop import client_key, proofs
+    from loadtest.harness import AUDIENCE, ISSUER
+    from loadtest.scenarios import EC_KID, RSA_KID, SECRET, ec_signing_key, rsa_signing_key, write_tokens
     from service.app import create_app
     from service.keys.keyset import KeySet
     from service.settings import Settings
@@ -112,8 +113,12 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     hs = write_tokens(folder / "hs.txt", distinct, SECRET, "HS256").read_text().split()
     rs = write_tokens(folder / "rs.txt", distinct, rsa_key, "RS256", RSA_KID).read_text().split()
     es = write_tokens(folder / "es.txt", distinct, ec_key, "ES256", EC_KID).read_text().split()
-    common = {"audiences": (AUDIENCE,), "issuer": ISSUER, "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"],
-              "metrics": os.environ.get("METRICS", "1") != "0"}  # fmt: skip
+    common = {
+        "audiences": (AUDIENCE,),
+        "issuer": ISSUER,
+        "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"],
+        "metrics": os.environ.get("METRICS", "1") != "0",
+    }
     hs_settings = Settings(algorithms=("HS256",), secret=SECRET.encode(), **common)
     service = create_app(hs_settings)
     cold_hs = create_app(Settings(algorithms=("HS256",), secret=SECRET.encode(), cache_size=0, **common))
@@ -126,10 +131,9 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     replay_dir = tempfile.mkdtemp(prefix="jwt-api-dpop-", dir=folder)
     dpop_shared = create_app(replace(es_settings, dpop_replay_dir=replay_dir), keys=es_keys)
     dpop_memory = create_app(es_settings, keys=es_keys)
-    client_key, client_jwk = proof_key()
-    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": thumbprint(client_jwk)})
+    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": client_key(folder)})
     token = bound.read_text().strip()
-    make_proofs = partial(proofs, key=client_key, public_jwk=client_jwk, url=DPOP_URL, token=token)
+    make_proofs = partial(proofs, folder=folder, url=DPOP_URL, token=token)
     fresh = partial(dpop_requests, make_proofs, token, WARM_UP + ROUNDS * count)
     return [
         ("ceiling /ping (bare Falcon)", ceiling, raw_requests("/ping", [])),
