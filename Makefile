@@ -73,7 +73,7 @@ loadtest: install
 loadtest-matrix: install
 	$(BIN)/python -m loadtest.matrix
 
-# The container image (Dockerfile) with podman, or docker when there is no podman; see the README's "Container image".
+# The container image (Dockerfile) with podman, or docker when there is no podman; see docs/operations.md, "Container image".
 # IMAGE names it; IMAGE_BASE, IMAGE_VERSION and IMAGE_SOURCE become build arguments; IMAGE_BUILD_FLAGS go to the build.
 CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
 IMAGE ?= jwt-api

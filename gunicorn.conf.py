@@ -21,8 +21,8 @@ settings = load_or_exit(os.environ)
 bind = f"0.0.0.0:{settings.port}"
 workers = settings.workers
 # gthread keeps connections alive and serves each from a thread pool; measured on 2 cores it served
-# more pings per second than sync (see README, "Choosing the worker class"). FairShareWorker is gthread whose
-# workers take turns accepting, so kept-alive connections spread evenly over them (README, "Balanced workers");
+# more pings per second than sync (docs/performance.md). FairShareWorker is gthread whose
+# workers take turns accepting, so kept-alive connections spread evenly over them (the same page);
 # pre_fork and child_exit below keep its table of who holds how many.
 worker_class = "service.ops.balance.FairShareWorker"
 threads = 8

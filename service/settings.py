@@ -29,7 +29,7 @@ DEFAULT_DPOP_PROOF_MAX_AGE = 300.0
 DEFAULT_DPOP_PROOF_LEEWAY = 30.0
 DEFAULT_DPOP_REPLAY_TIMEOUT = 0.25
 DEFAULT_DPOP_NONCE_TTL = 300.0
-# Proofs the host-local replay table holds (24 bytes each: a 24 MiB file); see the README's "DPoP".
+# Proofs the host-local replay table holds (24 bytes each: a 24 MiB file); see docs/dpop.md.
 DEFAULT_DPOP_REPLAY_CAPACITY = 1_048_576
 DPOP_REPLAY_CAPACITY_RANGE = (1_024, 1_073_741_824)
 MIN_NONCE_SECRET_BYTES = 32

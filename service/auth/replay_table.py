@@ -9,7 +9,7 @@ is free, so expired entries are written over and nothing is ever purged.
 A key may sit in either of two buckets, both picked by a BLAKE2b of the key under the file's secret: a client
 grinding `jti`s cannot aim its proofs at one bucket without knowing the secret. A new key goes to the emptier
 of its two (the power of two choices), which keeps the buckets level, so a key finds both of its buckets full
-only once the table is nearly full (README, "DPoP", measured by `python -m loadtest.replay_fill`). Such a key is
+only once the table is nearly full (docs/dpop.md, measured by `python -m loadtest.replay_fill`). Such a key is
 refused (TableFull): a live entry is never written over.
 
 Writers take turns by `flock` on the file, so a worker that is killed gives its turn back with its descriptor;

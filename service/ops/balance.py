@@ -2,7 +2,7 @@
 
 With keep-alive, a connection stays with the worker that accepted it, and which worker accepts is left to the
 kernel: every idle worker polls the one shared listener and the first to wake takes the connection. Measured here
-(README, "Balanced workers"), 32 connections from one client split anywhere from 17/15 to 32/0 between two
+(docs/performance.md), 32 connections from one client split anywhere from 17/15 to 32/0 between two
 plain gthread workers, and the lopsided runs served less than half the requests per second.
 
 So each worker publishes, in a table in shared memory, how many connections it has accepted and how many it
