@@ -7,7 +7,7 @@ import falcon.testing
 import pytest
 
 from service.app import create_app
-from tests.factories import FakeClock, default_jwks, hs_settings, jwks_settings, write_jwks
+from tests.support.factories import FakeClock, default_jwks, hs_settings, jwks_settings, write_jwks
 
 
 @pytest.fixture

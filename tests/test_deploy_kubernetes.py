@@ -20,7 +20,7 @@ from kubernetes_validate import utils as kubernetes_validate
 
 from service.app import create_app
 from service.settings import DEFAULT_PORT, ConfigError, Settings
-from tests.factories import hs_settings
+from tests.support.factories import hs_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"

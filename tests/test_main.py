@@ -7,7 +7,7 @@ import pytest
 
 from service.__main__ import describe, main
 from service.settings import Settings
-from tests.factories import AUDIENCE, SECRET
+from tests.support.factories import AUDIENCE, SECRET
 
 pytestmark = pytest.mark.usefixtures("service_logging")  # the start-up check runs in this process
 

@@ -1,0 +1,284 @@
+"""Running the service under real gunicorn (`gunicorn -c gunicorn.conf.py`, two workers) and calling it over HTTP.
+
+`gunicorn(environ, log_dir)` serves until its block ends, then stops gunicorn (SIGTERM, then SIGKILL);
+`run_to_exit(environ)` expects gunicorn to stop by itself. Every request goes to 127.0.0.1 on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.factories import AUDIENCE, ISSUER, default_jwks, write_jwks
+
+ROOT = Path(__file__).resolve().parents[2]
+GUNICORN = (sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "service.app:app")
+WORKERS = 2
+START_TIMEOUT = 15.0  # seconds for a starting gunicorn to answer /healthz
+EXIT_TIMEOUT = 5.0  # seconds for a misconfigured gunicorn to exit
+STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
+BOOT_TIMEOUT = 5.0  # seconds for every worker to be forked once /healthz answers
+LOG_TIMEOUT = 5.0  # seconds for a line to appear in a log file
+
+REALM = 'Bearer realm="api"'
+INVALID_TOKEN = f'{REALM}, error="invalid_token"'
+CONFIG_ERROR = "service: configuration error:"
+DPOP_CHALLENGE = 'DPoP algs="ES256 ES384 PS256 RS256 EdDSA"'  # after the Bearer one, with DPoP allowed (the default)
+
+
+@dataclass(frozen=True)
+class Response:
+    """A response read to the end: status, headers (case-insensitive) and body."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running gunicorn: its master process, the loopback port, and the files its stdout and stderr go to."""
+
+    process: subprocess.Popen
+    port: int
+    stdout: Path
+    stderr: Path
+
+    def request(
+        self, method: str, path: str, headers: Mapping[str, str] | None = None, timeout: float = 5.0
+    ) -> Response:
+        """One request on a fresh connection, closed before returning; `timeout` is in seconds."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, headers=dict(headers or {}))
+            response = connection.getresponse()
+            return Response(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+
+    def get(
+        self,
+        path: str = "/secured/ping",
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> Response:
+        """GET `path`, with `Authorization: Bearer <token>` when a token is given."""
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.request("GET", path, headers, timeout)
+
+    def workers(self) -> set[int]:
+        """Pids of the master's live child processes (read from /proc)."""
+        found = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):  # the process ended while we looked
+                state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+                if int(ppid) == self.process.pid and state != "Z":
+                    found.add(int(stat.parent.name))
+        return found
+
+
+class RawConnection:
+    """A socket to `server` for bytes an HTTP client would not send; `response()` reads exactly one response.
+
+    Nothing the server sends is lost between responses, so `closed()` sees a second response sent after one.
+    """
+
+    def __init__(self, server: Server, timeout: float = 5.0) -> None:
+        self._socket = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+        self._buffer = b""
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._socket.close()
+
+    def send(self, data: bytes) -> None:
+        self._socket.sendall(data)
+
+    def shut_write(self) -> None:
+        """The client is done sending: the server reads end of file."""
+        self._socket.shutdown(socket.SHUT_WR)
+
+    def response(self) -> Response:
+        """The next response: its head up to the blank line, then Content-Length bytes of body."""
+        while b"\r\n\r\n" not in self._buffer:
+            self._fill()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        status_line, _, fields = head.partition(b"\r\n")
+        headers = http.client.parse_headers(io.BytesIO(fields + b"\r\n\r\n"))
+        length = int(headers["Content-Length"])
+        while len(self._buffer) < length:
+            self._fill()
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        return Response(int(status_line.split()[1]), headers, body)
+
+    def closed(self) -> bool:
+        """Whether the server closed the connection with nothing sent after the responses read."""
+        if self._buffer:
+            return False
+        try:
+            return self._socket.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+
+    def _fill(self) -> None:
+        chunk = self._socket.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection inside a response: {self._buffer!r}")
+        self._buffer += chunk
+
+
+def wait_for_line(path: Path, found: Callable[[str], bool]) -> str:
+    """The first line of the log file at `path` for which `found` is true, once written (polled for)."""
+    deadline = time.monotonic() + LOG_TIMEOUT
+    while True:
+        text = path.read_text()
+        line = next((line for line in text.splitlines() if found(line)), None)
+        if line is not None:
+            return line
+        if time.monotonic() > deadline:
+            pytest.fail(f"no such line in {path.name} within {LOG_TIMEOUT:.0f} s:\n{text}")
+        time.sleep(0.02)
+
+
+def environment(**variables: str) -> dict[str, str]:
+    """A clean environment for gunicorn: PATH, two workers, no access log, text logs, plus `variables`."""
+    base = {"PATH": os.environ.get("PATH", os.defpath), "WEB_CONCURRENCY": str(WORKERS), "ACCESS_LOG": "0"}
+    return {**base, "LOG_FORMAT": "text", **variables}
+
+
+def jwks_file_environment(directory: Path, **variables: str) -> dict[str, str]:
+    """environment() for RS256 and ES256, with factories.default_jwks() in a JWT_JWKS_FILE in `directory`."""
+    return environment(
+        JWT_JWKS_FILE=write_jwks(directory / "jwks.json", default_jwks()),
+        JWT_ALGORITHMS="RS256,ES256",
+        JWT_AUDIENCE=AUDIENCE,
+        JWT_ISSUER=ISSUER,
+        **variables,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))  # every interface, as gunicorn.conf.py binds
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn(
+    environ: Mapping[str, str], log_dir: Path, port: int | None = None, args: Sequence[str] = ()
+) -> Iterator[Server]:
+    """gunicorn serving the service with `environ` (plus PORT) until the block ends; logs go to files in log_dir.
+
+    `port` is a free one unless given (a test whose configuration names the service's own URL picks it first);
+    `args` go on gunicorn's command line, where they override gunicorn.conf.py (`--threads 1`).
+    """
+    port = port or free_port()
+    stdout, stderr = log_dir / "stdout.log", log_dir / "stderr.log"
+    # Files, not pipes: gunicorn can never block on a full pipe, and the parent keeps no handle open.
+    with stdout.open("ab") as out, stderr.open("ab") as err:  # appends: two workers share each file
+        process = subprocess.Popen(
+            (*GUNICORN, *args),
+            cwd=ROOT,
+            env={**environ, "PORT": str(port)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,  # its own process group, so the SIGKILL fallback reaches the workers too
+        )
+    try:
+        server = Server(process, port, stdout, stderr)
+        wait_until_healthy(server)
+        yield server
+    finally:
+        stop(process)
+
+
+def wait_until_healthy(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {server.process.returncode} on start:\n{server.stderr.read_text()}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if server.request("GET", "/healthz", timeout=1.0).status == 200:
+                return
+        time.sleep(0.05)
+    pytest.fail(f"gunicorn did not answer /healthz within {START_TIMEOUT:.0f} s:\n{server.stderr.read_text()}")
+
+
+def wait_for_workers(server: Server) -> set[int]:
+    """The pids of all WORKERS workers, once forked: /healthz answers as soon as the first one boots."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while len(workers := server.workers()) < WORKERS:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{WORKERS} workers not running {BOOT_TIMEOUT:.0f} s after start:\n{server.stderr.read_text()}")
+        time.sleep(0.05)
+    return workers
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (gunicorn's graceful stop), then SIGKILL to the whole process group if it lingers."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # the group ended meanwhile
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def run_to_exit(environ: Mapping[str, str]) -> tuple[int, str]:
+    """Start gunicorn and wait for it to exit by itself: (exit status, stderr). Fails if it keeps running."""
+    with subprocess.Popen(
+        GUNICORN,
+        cwd=ROOT,
+        env={**environ, "PORT": str(free_port())},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            _, stderr = process.communicate(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            _, stderr = process.communicate()
+            pytest.fail(f"gunicorn still ran {EXIT_TIMEOUT:.0f} s after start:\n{stderr}")
+    return process.returncode, stderr
+
+
+def assert_error(response: Response, status: int, code: str, challenge: str, server: Server) -> None:
+    """An error response whose challenge is `challenge` followed by the server's RFC 9728 metadata URL."""
+    metadata = f'resource_metadata="http://127.0.0.1:{server.port}/.well-known/oauth-protected-resource"'
+    assert response.status == status
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["code"] == code
+    assert response.headers["WWW-Authenticate"] == f"{challenge}, {metadata}, {DPOP_CHALLENGE}"
