@@ -15,9 +15,10 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def jwks_file(tmp_path) -> str:
-    return write_jwks(tmp_path / "jwks.json", default_jwks())
+@pytest.fixture(scope="session")
+def jwks_file(tmp_path_factory) -> str:
+    """default_jwks() in a file: one for the whole run (no test writes to it), not a directory per test."""
+    return write_jwks(tmp_path_factory.mktemp("keys") / "jwks.json", default_jwks())
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Whatever is generated gets a JSON 401 with a documented code and a fixed description on the challenge of the scheme
 used, or a 200 only when the proof is one the rules accept: never a 5xx, never an echo. Each example gets a service
-of its own, so a proof one example records is no replay in the next. The FUZZ profile is test_fuzz.py's:
+of its own, so a proof one example records is no replay in the next. The FUZZ profile is tests/support/fuzzing.py's:
 derandomized, no example database, so every run tries the same inputs.
 """
 
@@ -15,11 +15,10 @@ import re
 import falcon.testing
 from hypothesis import example, given
 from hypothesis import strategies as st
-from jwt.algorithms import get_default_algorithms
 
 from service.app import create_app
-from tests.auth import test_middleware_fuzz as test_fuzz
-from tests.auth.test_dpop_attacks import (  # the fixed (code, description) pairs of every refusal
+from tests.support import fuzzing
+from tests.support.dpop_refusals import (  # the fixed (code, description) pairs of every refusal
     BAD_HEADER,
     BAD_JTI,
     BAD_SIGNATURE,
@@ -32,16 +31,6 @@ from tests.auth.test_dpop_attacks import (  # the fixed (code, description) pair
     PROOF_WITH_BEARER,
     WRONG_REQUEST,
 )
-from tests.auth.test_middleware_fuzz import (
-    FUZZ,
-    HEADER_TEXT,
-    JSON_VALUES,
-    SCHEMES,
-    SEGMENT_TEXT,
-    _as_seconds,
-    is_strict_json,
-    unsegment,
-)
 from tests.support.factories import (
     DPOP_KEY,
     DPOP_URL,
@@ -49,28 +38,33 @@ from tests.support.factories import (
     OTHER_DPOP_KEY,
     RSA_KEY,
     FakeClock,
-    ath,
     bound_token,
     hs_settings,
     make_token,
-    public_jwk,
-    segment,
 )
+from tests.support.fuzzing import (
+    DPOP_ALGS,
+    DPOP_CREDENTIALS,
+    FUZZ,
+    HEADER_TEXT,
+    JSON_VALUES,
+    METADATA_URL,
+    SCHEMES,
+    SEGMENT_TEXT,
+    as_seconds,
+    is_strict_json,
+)
+from tests.support.jose import ath, b64url_decode, compact, dpop_claims, dpop_header, public_jwk, segment
 
 TOKEN = bound_token()  # HS256, bound to DPOP_KEY, valid at the fake clock's NOW
-ALGORITHMS = get_default_algorithms()
 MAX_AGE, LEEWAY = 300.0, 30.0  # the settings' defaults, DPOP_PROOF_MAX_AGE and DPOP_PROOF_LEEWAY
 
 
-def public(private_key) -> dict:
-    return {name: value for name, value in public_jwk(private_key, "unused").items() if name != "kid"}
-
-
-GENUINE_JWK, OTHER_JWK = public(DPOP_KEY), public(OTHER_DPOP_KEY)
+GENUINE_JWK, OTHER_JWK = public_jwk(DPOP_KEY), public_jwk(OTHER_DPOP_KEY)
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 DESCRIPTIONS = {
-    **test_fuzz.DESCRIPTIONS,
+    **fuzzing.DESCRIPTIONS,
     "invalid_dpop_proof": {
         "DPoP proof is malformed",
         "DPoP proof is too large",
@@ -83,12 +77,12 @@ DESCRIPTIONS = {
         "DPoP proof was already used",
     },
     "invalid_header": {
-        *test_fuzz.DESCRIPTIONS["invalid_header"],
+        *fuzzing.DESCRIPTIONS["invalid_header"],
         "a request carries exactly one DPoP proof header",
         "a DPoP proof header needs the DPoP authorization scheme",
     },
     "invalid_token": {
-        *test_fuzz.DESCRIPTIONS["invalid_token"],
+        *fuzzing.DESCRIPTIONS["invalid_token"],
         "DPoP proof is for another access token (ath)",
         "token is bound to another key than the DPoP proof's",
         "token is not bound to a DPoP key (cnf.jkt)",
@@ -101,9 +95,6 @@ CHALLENGE_ERRORS = {
     "invalid_header": "invalid_request",
     "invalid_dpop_proof": "invalid_dpop_proof",
 }
-METADATA_URL = test_fuzz.METADATA_URL
-DPOP_ALGS = test_fuzz.DPOP_ALGS
-DPOP_CREDENTIALS = test_fuzz.DPOP_CREDENTIALS
 BEARER_CREDENTIALS = re.compile(r"(?i:bearer) +[A-Za-z0-9._~+/-]+=* *")
 _JTIS = itertools.count()
 
@@ -117,18 +108,17 @@ def fresh_client() -> falcon.testing.TestClient:
 
 
 def genuine_header(**members) -> dict:
-    return {"typ": "dpop+jwt", "alg": "ES256", "jwk": GENUINE_JWK, **members}
+    return {**dpop_header(DPOP_KEY, "ES256"), **members}
 
 
 def genuine_claims(**members) -> dict:
-    base = {"htm": "GET", "htu": DPOP_URL, "iat": int(NOW), "jti": f"jti-{next(_JTIS):08d}", "ath": ath(TOKEN)}
+    base = dpop_claims(TOKEN, method="GET", url=DPOP_URL, iat=int(NOW), jti=f"jti-{next(_JTIS):08d}")
     return {**base, **members}
 
 
 def signed(head: dict, body: dict, key=DPOP_KEY) -> str:
     """ES256 over exactly these JSON values (NaN and Infinity included, as json.dumps writes them)."""
-    signing_input = f"{segment(head)}.{segment(body)}"
-    return f"{signing_input}.{segment(ALGORITHMS['ES256'].sign(signing_input.encode(), key))}"
+    return compact(head, body, key, "ES256")
 
 
 def send(client, dpop: str, authorization: str = f"DPoP {TOKEN}") -> falcon.testing.Result:
@@ -186,7 +176,7 @@ INTERESTING_HEADER_VALUES = st.sampled_from(
         {key: value for key, value in GENUINE_JWK.items() if key != "y"},
         OTHER_JWK,
         {**OTHER_JWK, "kid": "k-2"},
-        public(RSA_KEY),
+        public_jwk(RSA_KEY),
         *[["b64"], [], {}, False, True, None, 0],
     ]
 )
@@ -260,7 +250,7 @@ def expected_outcome(name: str, body: dict) -> tuple[str, str] | None:
     if name == "htu":
         return None if type(value) is str and value in ACCEPTED_HTUS else WRONG_REQUEST
     if name == "iat":
-        seconds = _as_seconds(value)
+        seconds = as_seconds(value)
         fresh = seconds is not None and seconds <= NOW + LEEWAY and seconds + MAX_AGE >= NOW
         return None if fresh else BAD_TIME
     if name == "jti":
@@ -319,7 +309,7 @@ def mutated(dpop: str, mutation: tuple) -> str:
     elif kind == "json":
         parts[index] = segment(json.dumps(material).encode())
     elif kind == "bit-flip":
-        raw = bytearray(unsegment(parts[index]))
+        raw = bytearray(b64url_decode(parts[index]))
         bit = material % (len(raw) * 8)
         raw[bit // 8] ^= 1 << (bit % 8)
         parts[index] = segment(bytes(raw))

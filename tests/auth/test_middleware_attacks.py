@@ -16,9 +16,7 @@ from collections.abc import Callable
 import falcon.testing
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from jwt.algorithms import get_default_algorithms
 
 from service import resources
 from service.app import create_app
@@ -33,18 +31,47 @@ from tests.support.factories import (
     NOW,
     OTHER_RSA_KEY,
     RSA_KEY,
-    SECRET,
-    claims,
     default_jwks,
     hs_settings,
     jwks,
     jwks_settings,
     pem,
-    public_jwk,
-    segment,
     self_signed_certificate,
 )
+from tests.support.hostile import (
+    ATTACKER_EC_KEY,
+    ATTACKER_KEYS,
+    ATTACKER_SECRET,
+    DROP,
+    KIDS,
+    P256_ORDER,
+    attacker_jwk,
+    header,
+    json_with,
+    payload,
+    signed,
+    token,
+    with_trailing_bits,
+)
+from tests.support.jose import b64url_decode, ecdsa_r, ecdsa_s, ecdsa_signature, public_jwk, segment, signature
 from tests.support.jwks_server import JwksServer
+from tests.support.token_refusals import (
+    ALGORITHM_REFUSED,
+    BAD_SIGNATURE,
+    EXPIRED,
+    HEADER_REFUSED,
+    KEY_UNKNOWN,
+    MALFORMED,
+    NO_EXPIRY,
+    NO_ISSUE_TIME,
+    NO_TOKEN,
+    NOT_BEARER,
+    NOT_ONE_TOKEN,
+    TOO_LARGE,
+    WRONG_AUDIENCE,
+    WRONG_ISSUER,
+    bad_claim,
+)
 
 REALM = 'Bearer realm="api"'
 # The metadata URL ends the Bearer challenge; the DPoP challenge follows it (DPoP is allowed by default).
@@ -58,93 +85,22 @@ CHALLENGES = {
 }
 INVALID_TOKEN_CHALLENGE = f'{REALM}, error="invalid_token"{METADATA}'
 
-# (code, description): every refusal is one of these fixed pairs.
-MALFORMED = ("invalid_token", "token is malformed")
-TOO_LARGE = ("invalid_token", "token is too large")
-ALGORITHM_REFUSED = ("invalid_token", "token algorithm is not allowed")
-HEADER_REFUSED = ("invalid_token", "token header has parameters this service does not support")
-KEY_UNKNOWN = ("invalid_token", "token signing key is not known")
-NO_EXPIRY = ("invalid_token", "token has no expiry (exp)")
-NO_ISSUE_TIME = ("invalid_token", "token has no issue time (iat)")
-BAD_SIGNATURE = ("token_invalid_signature", "token signature is invalid")
-EXPIRED = ("token_expired", "token is expired")
-WRONG_AUDIENCE = ("invalid_audience", "incorrect audience")
-WRONG_ISSUER = ("invalid_issuer", "incorrect issuer")
-NOT_BEARER = ("invalid_header", "Authorization header must start with Bearer")
-NOT_ONE_TOKEN = ("invalid_header", "Authorization header must be Bearer + \\s + token")
-NO_TOKEN = ("invalid_header", "Token not found")
-
-
-def bad_claim(name: str) -> tuple[str, str]:
-    return ("invalid_token", f"token has an invalid {name} claim")
-
 
 def per_mode(*, hs: tuple[str, str], jwks: tuple[str, str]) -> dict[str, tuple[str, str]]:
     """An expectation that differs between the shared secret (HS256) and the JWKS (RS256, ES256)."""
     return {"HS256": hs, "RS256": jwks, "ES256": jwks}
 
 
-ALGORITHMS = get_default_algorithms()
-ATTACKER_SECRET = b"a" * 32
-ATTACKER_EC_KEY = ec.generate_private_key(ec.SECP256R1())
-GENUINE_KEYS = {"HS256": SECRET.encode(), "RS256": RSA_KEY, "ES256": EC_KEY}
-ATTACKER_KEYS = {"HS256": ATTACKER_SECRET, "RS256": OTHER_RSA_KEY, "ES256": ATTACKER_EC_KEY}
-KIDS = {"HS256": None, "RS256": "rsa-1", "ES256": "ec-1"}
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 RSA_MODULUS = RSA_KEY.public_key().public_numbers().n
-BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-DROP = object()  # a member override that removes the member
 
 
 # --- building hostile tokens -------------------------------------------------------------------------------
 
 
-def header(algorithm: str, **members) -> dict:
-    """The mode's genuine header (alg, typ, and kid in JWKS mode) with `members` set; DROP removes one."""
-    base = {"alg": algorithm, "typ": "JWT"}
-    if KIDS[algorithm]:
-        base["kid"] = KIDS[algorithm]
-    base.update(members)
-    return {name: value for name, value in base.items() if value is not DROP}
-
-
-def payload(**members) -> dict:
-    """Valid claims at NOW with `members` set; DROP removes one (None stays, as JSON null)."""
-    base = {**claims(), **members}
-    return {name: value for name, value in base.items() if value is not DROP}
-
-
-def json_with(document: dict, members: str) -> bytes:
-    """JSON text of `document` with raw `members` text appended: duplicates, NaN, huge numbers."""
-    return (json.dumps(document)[:-1] + ", " + members + "}").encode()
-
-
-def unsegment(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def sign(algorithm: str, signing_input: str, key=None) -> bytes:
-    """PyJWT's signature for `algorithm`: raw R||S for ES256; `key` defaults to the mode's genuine key."""
-    return ALGORITHMS[algorithm].sign(signing_input.encode(), GENUINE_KEYS[algorithm] if key is None else key)
-
-
-def signed(algorithm: str, header_segment: str, payload_segment: str, key=None) -> str:
-    """A token over exactly these two segments, signed as `algorithm` with `key` (default: genuine)."""
-    signing_input = f"{header_segment}.{payload_segment}"
-    return f"{signing_input}.{segment(sign(algorithm, signing_input, key))}"
-
-
-def token(algorithm: str, head=None, body=None, key=None) -> str:
-    """A token over `head` and `body` (JSON values, or raw bytes), by default the genuine ones."""
-    head = header(algorithm) if head is None else head
-    body = payload() if body is None else body
-    return signed(algorithm, segment(head), segment(body), key)
-
-
 def with_signature(algorithm: str, mutate: Callable[[bytes], bytes]) -> str:
     """The genuine token with its signature bytes replaced by `mutate(signature)`."""
     header_segment, payload_segment, signature = token(algorithm).split(".")
-    return f"{header_segment}.{payload_segment}.{segment(mutate(unsegment(signature)))}"
+    return f"{header_segment}.{payload_segment}.{segment(mutate(b64url_decode(signature)))}"
 
 
 def varied(algorithm: str, fits: Callable[[str], bool]) -> str:
@@ -154,14 +110,6 @@ def varied(algorithm: str, fits: Callable[[str], bool]) -> str:
         if fits(candidate):
             return candidate
     raise AssertionError("no variation of the token fits")
-
-
-def with_trailing_bits(text: str) -> str:
-    """The same bytes, non-canonically encoded: an unused trailing bit of the last character set."""
-    unused_bits = {2: 4, 3: 2}[len(text) % 4]
-    index = BASE64URL.index(text[-1])
-    assert index % (1 << unused_bits) == 0
-    return text[:-1] + BASE64URL[index | 1]
 
 
 def resigned_parts(algorithm: str, rewrite: Callable[[list[str]], list[str]], fits=lambda parts: True) -> str:
@@ -185,14 +133,6 @@ def token_of_length(algorithm: str, length: int) -> str:
         assert len(result) == length
         return result
     raise AssertionError("unreachable: one of three header lengths fits")
-
-
-def attacker_jwk(algorithm: str, kid: str | None) -> dict:
-    if algorithm == "HS256":
-        jwk = {"kty": "oct", "k": segment(ATTACKER_SECRET)}
-        return {**jwk, "kid": kid} if kid else jwk
-    jwk = public_jwk(ATTACKER_KEYS[algorithm], kid or "attacker")
-    return jwk if kid else {name: value for name, value in jwk.items() if name != "kid"}
 
 
 def attacker_certificate(algorithm: str) -> bytes:
@@ -390,29 +330,17 @@ def test_signature_of_another_token_is_refused(mode):
     assert_token_refused(mode, build, BAD_SIGNATURE)
 
 
-def _rs(r: int, s: int) -> bytes:
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def _r(sig: bytes) -> int:
-    return int.from_bytes(sig[:32], "big")
-
-
-def _s(sig: bytes) -> int:
-    return int.from_bytes(sig[32:], "big")
-
-
 ECDSA_MUTATIONS = [
-    pytest.param(lambda sig: _rs(0, 0), id="psychic-r-s-zero"),
-    pytest.param(lambda sig: _rs(0, _s(sig)), id="r-zero"),
-    pytest.param(lambda sig: _rs(_r(sig), 0), id="s-zero"),
-    pytest.param(lambda sig: _rs(P256_ORDER, _s(sig)), id="r-equals-n"),
-    pytest.param(lambda sig: _rs(_r(sig), P256_ORDER), id="s-equals-n"),
-    pytest.param(lambda sig: _rs(P256_ORDER, P256_ORDER), id="r-s-equal-n"),
-    pytest.param(lambda sig: _rs(P256_ORDER - 1, P256_ORDER - 1), id="r-s-n-minus-1"),
-    pytest.param(lambda sig: _rs(1, 1), id="r-s-one"),
+    pytest.param(lambda sig: ecdsa_signature(0, 0), id="psychic-r-s-zero"),
+    pytest.param(lambda sig: ecdsa_signature(0, ecdsa_s(sig)), id="r-zero"),
+    pytest.param(lambda sig: ecdsa_signature(ecdsa_r(sig), 0), id="s-zero"),
+    pytest.param(lambda sig: ecdsa_signature(P256_ORDER, ecdsa_s(sig)), id="r-equals-n"),
+    pytest.param(lambda sig: ecdsa_signature(ecdsa_r(sig), P256_ORDER), id="s-equals-n"),
+    pytest.param(lambda sig: ecdsa_signature(P256_ORDER, P256_ORDER), id="r-s-equal-n"),
+    pytest.param(lambda sig: ecdsa_signature(P256_ORDER - 1, P256_ORDER - 1), id="r-s-n-minus-1"),
+    pytest.param(lambda sig: ecdsa_signature(1, 1), id="r-s-one"),
     pytest.param(lambda sig: b"\xff" * 64, id="all-ff"),
-    pytest.param(lambda sig: encode_dss_signature(_r(sig), _s(sig)), id="der-encoded-valid"),
+    pytest.param(lambda sig: encode_dss_signature(ecdsa_r(sig), ecdsa_s(sig)), id="der-encoded-valid"),
     pytest.param(lambda sig: encode_dss_signature(0, 0), id="der-encoded-zero"),
     pytest.param(lambda sig: sig[:63], id="63-bytes"),
     pytest.param(lambda sig: sig + b"\x00", id="65-bytes"),
@@ -448,17 +376,17 @@ def test_misshapen_rsa_signature_is_refused(jwks_client, mutate):
 
 
 def test_rsa_signature_with_its_leading_zero_stripped_is_refused(jwks_client):
-    genuine = varied("RS256", lambda candidate: unsegment(candidate.split(".")[2])[0] == 0)
+    genuine = varied("RS256", lambda candidate: b64url_decode(candidate.split(".")[2])[0] == 0)
     assert_accepted(send(jwks_client, f"Bearer {genuine}"))
     header_segment, payload_segment, signature = genuine.split(".")
-    stripped = unsegment(signature).lstrip(bytes(1))
+    stripped = b64url_decode(signature).lstrip(bytes(1))
     forged = f"{header_segment}.{payload_segment}.{segment(stripped)}"
     assert_refused(send(jwks_client, f"Bearer {forged}"), BAD_SIGNATURE, forged)
 
 
 def test_pss_signature_under_rs256_is_refused(jwks_client):
     header_segment, payload_segment, _ = token("RS256").split(".")
-    pss = ALGORITHMS["PS256"].sign(f"{header_segment}.{payload_segment}".encode(), RSA_KEY)
+    pss = signature("PS256", RSA_KEY, f"{header_segment}.{payload_segment}".encode())
     forged = f"{header_segment}.{payload_segment}.{segment(pss)}"
     assert_refused(send(jwks_client, f"Bearer {forged}"), BAD_SIGNATURE, forged)
 
@@ -1063,7 +991,7 @@ def test_parse_returns_header_payload_and_the_exact_signing_input():
     assert parsed.header == header("HS256")
     assert parsed.payload == payload()
     assert parsed.signing_input == f"{H}.{P}".encode()
-    assert parsed.signature == unsegment(S)
+    assert parsed.signature == b64url_decode(S)
 
 
 def check(max_age=None, **members):

@@ -7,15 +7,12 @@ database is kept, so every run tries the same inputs.
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 import re
 
 import falcon.testing
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
-from jwt.algorithms import get_default_algorithms
 
 from service.app import create_app
 from service.auth import middleware as auth
@@ -23,18 +20,31 @@ from service.errors import AuthError
 from service.keys.keyset import KeySet
 from tests.support.factories import (
     AUDIENCE,
-    EC_KEY,
     ISSUER,
     NOW,
-    RSA_KEY,
-    SECRET,
     FakeClock,
     claims,
     default_jwks,
     hs_settings,
     jwks_settings,
-    segment,
 )
+from tests.support.fuzzing import (
+    DESCRIPTIONS,
+    DPOP_ALGS,
+    DPOP_CREDENTIALS,
+    FUZZ,
+    HEADER_TEXT,
+    JSON_VALUES,
+    METADATA,
+    METADATA_URL,
+    SCHEMES,
+    SEGMENT_TEXT,
+    as_seconds,
+    is_strict_json,
+)
+from tests.support.hostile import KIDS, header
+from tests.support.hostile import token as signed_token
+from tests.support.jose import b64url_decode, segment
 
 # Built once: hypothesis runs many examples per test, and the clock never moves, so the tokens stay valid.
 _CLOCK = FakeClock()
@@ -44,60 +54,11 @@ _JWKS_CLIENT = falcon.testing.TestClient(
     create_app(jwks_settings("unused.json"), keys=KeySet.from_jwks(default_jwks(), ("RS256", "ES256")), clock=_CLOCK)
 )
 CLIENTS = {"HS256": _HS_CLIENT, "RS256": _JWKS_CLIENT, "ES256": _JWKS_CLIENT}
-KEYS = {"HS256": SECRET.encode(), "RS256": RSA_KEY, "ES256": EC_KEY}
-KIDS = {"HS256": None, "RS256": "rsa-1", "ES256": "ec-1"}
-ALGORITHMS = get_default_algorithms()
 LEEWAY = 5.0  # the settings' default JWT_LEEWAY
-
-DESCRIPTIONS = {
-    "authorization_header_missing": {"Authorization header is expected"},
-    "invalid_header": {
-        "Authorization header must start with Bearer",
-        "Token not found",
-        "Authorization header must be Bearer + \\s + token",
-        "DPoP authorization needs a DPoP proof header",  # the DPoP scheme without a proof
-    },
-    "invalid_token": {
-        "token is malformed",
-        "token is too large",
-        "token algorithm is not allowed",
-        "token header has parameters this service does not support",
-        "token signing key is not known",
-        "token has no expiry (exp)",
-        "token has no issue time (iat)",
-        "token has an invalid exp claim",
-        "token has an invalid nbf claim",
-        "token has an invalid iat claim",
-        "token type (typ) is not an access token",
-    },
-    "token_invalid_signature": {"token signature is invalid"},
-    "token_expired": {"token is expired"},
-    "token_not_yet_valid": {"token is not valid yet"},
-    "invalid_audience": {"incorrect audience"},
-    "invalid_issuer": {"incorrect issuer"},
-}
 CHALLENGE_ERRORS = {"authorization_header_missing": "", "invalid_header": ', error="invalid_request"'}
-# The metadata URL ends the Bearer challenge; the DPoP challenge follows it (DPoP is allowed by default).
-METADATA_URL = ', resource_metadata="http://falconframework.org/.well-known/oauth-protected-resource"'
-DPOP_ALGS = 'algs="ES256 ES384 PS256 RS256 EdDSA"'
-METADATA = f"{METADATA_URL}, DPoP {DPOP_ALGS}"
-DPOP_CREDENTIALS = re.compile(r"(?i:dpop) +[A-Za-z0-9._~+/-]+=* *")
 
 
-def header(algorithm: str, **members) -> dict:
-    base = {"alg": algorithm, "typ": "JWT"}
-    if KIDS[algorithm]:
-        base["kid"] = KIDS[algorithm]
-    return {**base, **members}
-
-
-def signed(algorithm: str, head: dict, body: dict) -> str:
-    signing_input = f"{segment(head)}.{segment(body)}"
-    signature = ALGORITHMS[algorithm].sign(signing_input.encode(), KEYS[algorithm])
-    return f"{signing_input}.{segment(signature)}"
-
-
-VALID = {algorithm: signed(algorithm, header(algorithm), claims()) for algorithm in CLIENTS}
+VALID = {algorithm: signed_token(algorithm, header(algorithm), claims()) for algorithm in CLIENTS}
 
 
 def send(algorithm: str, authorization: str) -> falcon.testing.Result:
@@ -128,26 +89,7 @@ def assert_documented_401(result: falcon.testing.Result, sent: str) -> None:
         assert all(sent not in value for value in result.headers.values())
 
 
-def unsegment(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 ALGORITHM_NAMES = st.sampled_from(sorted(CLIENTS))
-# What an HTTP header value can carry here: visible ASCII, space and tab.
-HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.just("\t"), max_size=120)
-SCHEMES = st.sampled_from(
-    ["Bearer ", "bearer ", "BEARER ", "Bearer", "Bearer\t", "Bearer  ", "Basic ", " Bearer ", "", "DPoP ", "dpop\t"]
-)
-SEGMENT_TEXT = st.text(
-    st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") | st.sampled_from("=+/.% "),
-    max_size=80,
-)
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=10,
-)
-FUZZ = settings(max_examples=300, deadline=None, database=None, derandomize=True)
 
 
 # --- (a) the Authorization header --------------------------------------------------------------------------
@@ -215,7 +157,7 @@ def mutated_tokens(draw) -> tuple[str, str]:
     elif kind == "json":
         parts[index] = segment(json.dumps(draw(JSON_VALUES)).encode())
     else:
-        raw = bytearray(unsegment(parts[index]))
+        raw = bytearray(b64url_decode(parts[index]))
         bit = draw(st.integers(0, len(raw) * 8 - 1))
         raw[bit // 8] ^= 1 << (bit % 8)
         parts[index] = segment(bytes(raw))
@@ -242,14 +184,6 @@ INTERESTING_HEADER_VALUES = st.sampled_from(
         *["at+jwt", "AT+JWT", "application/at+jwt", "dpop+jwt", "JWT ", "id_token+jwt"],
     ]
 )
-
-
-def is_strict_json(value: object) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-    except ValueError:
-        return False
-    return True
 
 
 @st.composite
@@ -280,7 +214,7 @@ def header_is_acceptable(algorithm: str, head: dict) -> bool:
 def test_a_genuinely_signed_token_with_any_header_member_passes_only_by_the_header_rules(case):
     algorithm, member, value = case
     head = header(algorithm, **{member: value})
-    token = signed(algorithm, head, claims())
+    token = signed_token(algorithm, head, claims())
     result = send(algorithm, f"Bearer {token}")
     if header_is_acceptable(algorithm, head):
         assert_accepted(result)
@@ -307,17 +241,6 @@ def claim_variations(draw) -> tuple[str, str, object]:
     )
 
 
-def _as_seconds(value: object) -> float | None:
-    """A time claim as seconds, or None when it is no finite JSON number a float can hold."""
-    if type(value) not in (int, float):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:
-        return None
-    return seconds if math.isfinite(seconds) else None
-
-
 def claims_are_acceptable(body: dict) -> bool | None:
     """The claim rules at NOW; None where either answer is defensible (a number beyond the float range)."""
     try:
@@ -326,14 +249,14 @@ def claims_are_acceptable(body: dict) -> bool | None:
         return False  # NaN or Infinity anywhere is not JSON
     for name in ("exp", "nbf", "iat"):
         value = body.get(name)
-        if type(value) is int and _as_seconds(value) is None:
+        if type(value) is int and as_seconds(value) is None:
             return None
-    exp = _as_seconds(body.get("exp"))
+    exp = as_seconds(body.get("exp"))
     if exp is None or NOW >= exp + LEEWAY:
         return False
     for name in ("nbf", "iat"):
         if name in body:
-            seconds = _as_seconds(body[name])
+            seconds = as_seconds(body[name])
             if seconds is None or seconds > NOW + LEEWAY:
                 return False
     aud = body.get("aud")
@@ -351,7 +274,7 @@ def claims_are_acceptable(body: dict) -> bool | None:
 def test_a_genuinely_signed_token_with_any_claim_value_never_gets_a_5xx(case):
     algorithm, name, value = case
     body = {**claims(), name: value}
-    token = signed(algorithm, header(algorithm), body)
+    token = signed_token(algorithm, header(algorithm), body)
     result = send(algorithm, f"Bearer {token}")
     acceptable = claims_are_acceptable(body)
     if acceptable is None:

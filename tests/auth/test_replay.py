@@ -6,19 +6,18 @@ import fcntl
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from service.auth import replay
 from service.auth.replay import MemoryReplayStore, SharedMemoryReplayStore, replay_key, replay_store_for
 from service.errors import ReplayStoreUnavailable
+from tests.support import processes
 from tests.support.factories import FakeClock, hs_settings
+from tests.support.racing import race_threads
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = replay_key("thumbprint", "jti-1")
 CAPACITY = 1024  # the smallest DPOP_REPLAY_CAPACITY: 24 KiB
 
@@ -73,22 +72,6 @@ def test_the_host_local_store_is_the_table_in_the_replay_directory_at_the_config
     assert os.path.getsize(tmp_path / replay.REPLAY_FILE) == 64 + 2048 * 24
 
 
-def race_threads(store, key: bytes, threads: int = 16) -> list[bool]:
-    """`first_use(key)` from `threads` threads released at once; their answers, sorted (False first)."""
-    results, barrier = [], threading.Barrier(threads)
-
-    def insert():
-        barrier.wait()
-        results.append(store.first_use(key, 300))
-
-    running = [threading.Thread(target=insert) for _ in range(threads)]
-    for thread in running:
-        thread.start()
-    for thread in running:
-        thread.join()
-    return sorted(results)
-
-
 def test_concurrent_inserts_of_one_key_from_many_threads_let_exactly_one_win(store):
     replays, _ = store
     assert race_threads(replays, KEY) == [False] * 15 + [True]
@@ -106,16 +89,11 @@ print(" ".join(map(str, won)))
 """
 
 
-def run_python(code: str, *args: str, **popen) -> subprocess.Popen:
-    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=environ, text=True, **popen)
-
-
 def test_two_processes_inserting_the_same_keys_each_win_a_disjoint_share(tmp_path):
     path = str(tmp_path / "replay.table")
     SharedMemoryReplayStore(path, CAPACITY).first_use(b"create the table", 1)
     start = str(time.time() + 1.0)
-    racers = [run_python(RACER, path, start, stdout=subprocess.PIPE) for _ in range(2)]
+    racers = [processes.python(RACER, path, start, stdout=subprocess.PIPE) for _ in range(2)]
     outputs = [racer.communicate(timeout=60)[0].split() for racer in racers]
     assert all(racer.returncode == 0 for racer in racers)
     first, second = ({int(n) for n in output} for output in outputs)
@@ -138,7 +116,7 @@ def test_a_forked_worker_and_another_process_refuse_each_other_s_replays(tmp_pat
     if pid == 0:
         os._exit(0 if store.first_use(replay_key("t", "parent's"), 300) is False else 1)
     assert os.waitpid(pid, 0)[1] == 0
-    other = run_python(OTHER_WORKER, store.path, stdout=subprocess.PIPE)
+    other = processes.python(OTHER_WORKER, store.path, stdout=subprocess.PIPE)
     assert other.communicate(timeout=60)[0].split() == ["False", "True"]
     assert store.first_use(replay_key("t", "child's"), 300) is False
 
@@ -232,7 +210,7 @@ def test_a_turn_held_by_a_stopped_process_gets_503_not_a_hang_and_a_killed_one_g
     path = str(tmp_path / "replay.table")
     replays = SharedMemoryReplayStore(path, CAPACITY, lock_timeout=0.05)
     assert replays.first_use(KEY, 300) is True
-    with run_python(HOLDER, path, stdout=subprocess.PIPE) as holder:
+    with processes.python(HOLDER, path, stdout=subprocess.PIPE) as holder:
         try:
             assert holder.stdout.readline() == "held\n"
             with pytest.raises(ReplayStoreUnavailable):

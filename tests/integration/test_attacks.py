@@ -1,9 +1,10 @@
 """Hostile tokens and odd Authorization headers, end to end through real gunicorn (two workers).
 
-A sample of tests/test_attacks.py (built with its token builders, but valid by the wall clock except for the
-property under test, since the server reads the real clock) goes through gunicorn's HTTP parser into the
-service. Header oddities that HTTP clients refuse to send go over raw sockets: gunicorn either answers them
-itself (a 4xx, never a 5xx) or hands the service a value it refuses. No response and no log line carries a token.
+A sample of tests/auth/test_middleware_attacks.py (built with the same tests/support/hostile.py, but valid by the
+wall clock except for the property under test, since the server reads the real clock) goes through gunicorn's HTTP
+parser into the service. Header oddities that HTTP clients refuse to send go over raw sockets: gunicorn either
+answers them itself (a 4xx, never a 5xx) or hands the service a value it refuses. No response and no log line
+carries a token.
 """
 
 from __future__ import annotations
@@ -21,46 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from service import resources
-from tests.auth.test_middleware_attacks import (
-    ALGORITHM_REFUSED,
-    ATTACKER_EC_KEY,
-    ATTACKER_KEYS,
-    ATTACKER_SECRET,
-    BAD_SIGNATURE,
-    DROP,
-    EXPIRED,
-    HEADER_REFUSED,
-    KEY_UNKNOWN,
-    MALFORMED,
-    NO_EXPIRY,
-    NOT_BEARER,
-    NOT_ONE_TOKEN,
-    P256_ORDER,
-    TOO_LARGE,
-    WRONG_AUDIENCE,
-    WRONG_ISSUER,
-    attacker_jwk,
-    bad_claim,
-    header,
-    json_with,
-    payload,
-    signed,
-    token,
-    unsegment,
-    with_trailing_bits,
-)
-from tests.integration.test_gunicorn import wait_for_log
-from tests.support.factories import (
-    AUDIENCE,
-    ISSUER,
-    OTHER_RSA_KEY,
-    RSA_KEY,
-    SECRET,
-    claims,
-    pem,
-    segment,
-    wall_clock_token,
-)
+from tests.support.factories import AUDIENCE, ISSUER, OTHER_RSA_KEY, RSA_KEY, SECRET, claims, pem, wall_clock_token
 from tests.support.gunicorn_server import (
     INVALID_TOKEN,
     REALM,
@@ -70,9 +32,40 @@ from tests.support.gunicorn_server import (
     environment,
     gunicorn,
     jwks_file_environment,
+    wait_for_log,
+)
+from tests.support.hostile import (
+    ATTACKER_EC_KEY,
+    ATTACKER_KEYS,
+    ATTACKER_SECRET,
+    DROP,
+    P256_ORDER,
+    attacker_jwk,
+    header,
+    json_with,
+    payload,
+    signed,
+    token,
+    with_trailing_bits,
+)
+from tests.support.jose import b64url_decode, segment
+from tests.support.token_refusals import (
+    ALGORITHM_REFUSED,
+    BAD_SIGNATURE,
+    EXPIRED,
+    HEADER_REFUSED,
+    KEY_UNKNOWN,
+    MALFORMED,
+    NO_EXPIRY,
+    NOT_BEARER,
+    NOT_ONE_TOKEN,
+    NOT_YET_VALID,
+    TOO_LARGE,
+    WRONG_AUDIENCE,
+    WRONG_ISSUER,
+    bad_claim,
 )
 
-NOT_YET_VALID = ("token_not_yet_valid", "token is not valid yet")
 CHALLENGES = {
     "authorization_header_missing": REALM,
     "invalid_header": f'{REALM}, error="invalid_request"',
@@ -126,7 +119,7 @@ def token_now(algorithm: str, head: dict | None = None, key=None, **members) -> 
 def with_signature_now(algorithm: str, mutate) -> str:
     """A token valid now with its signature bytes replaced by `mutate(signature)`."""
     header_segment, payload_segment, signature = token_now(algorithm).split(".")
-    return f"{header_segment}.{payload_segment}.{segment(mutate(unsegment(signature)))}"
+    return f"{header_segment}.{payload_segment}.{segment(mutate(b64url_decode(signature)))}"
 
 
 def oversized(algorithm: str, at_least: int = 8193) -> str:

@@ -12,17 +12,17 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis as redis_py
 
 from service.ops.startup import UNANSWERED
+from tests.support import ROOT
 from tests.support.factories import AUDIENCE, SECRET, default_jwks, jwks
 from tests.support.jwks_server import DISCOVERY_PATH, JWKS_PATH, JwksServer
-from tests.support.redis_server import RedisServer, free_port, redis_server
+from tests.support.processes import free_port
+from tests.support.redis_server import RedisServer, redis_server
 
-REPO = Path(__file__).resolve().parents[2]
 FETCH_TIMEOUT = "0.5"  # JWT_JWKS_TIMEOUT, seconds: a stalled provider is given up on after this
 RUN_TIMEOUT = 60.0  # seconds: a safety net against a hung check, far above anything it waits for
 RIGHT_PASSWORD = "right-Pa55word-c41e"
@@ -35,7 +35,7 @@ def check(environ: dict[str, str], *, wrapper: tuple[str, ...] = ()) -> subproce
     return subprocess.run(
         [*wrapper, sys.executable, "-m", "service", "check"],
         env=environ,
-        cwd=REPO,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
@@ -228,7 +228,7 @@ def test_the_replay_dir_is_not_tried_when_redis_records_the_proofs(redis, tmp_pa
 
 def test_a_usage_error_exits_2():
     result = subprocess.run(
-        [sys.executable, "-m", "service", "inspect"], env={}, cwd=REPO, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "service", "inspect"], env={}, cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,21 +19,11 @@ from pathlib import Path
 import pytest
 
 from service import resources
-from tests.integration.test_gunicorn import eight_kib_token
+from tests.support import ROOT, processes
 from tests.support.debian import debian_binary
-from tests.support.factories import AUDIENCE, ISSUER, SECRET, bound_token, make_proof, wall_clock_token
-from tests.support.gunicorn_server import (
-    REALM,
-    Response,
-    Server,
-    assert_error,
-    environment,
-    free_port,
-    gunicorn,
-    stop,
-)
+from tests.support.factories import AUDIENCE, ISSUER, SECRET, bound_token, eight_kib_token, make_proof, wall_clock_token
+from tests.support.gunicorn_server import REALM, Response, Server, assert_error, environment, gunicorn
 
-ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "deploy" / "nginx" / "jwt-api.conf"
 START_TIMEOUT = 10.0  # seconds for nginx to answer /ping through to gunicorn
 LOG_TIMEOUT = 5.0  # seconds for a request's access log line to appear
@@ -107,7 +96,7 @@ http {{
 @contextlib.contextmanager
 def nginx(binary: str, upstream: int, prefix: Path) -> Iterator[Proxy]:
     """nginx in the foreground, proxying a free loopback port to `upstream`, until the block ends."""
-    port = free_port()
+    port = processes.free_port()
     logs = prefix / "logs"
     logs.mkdir()
     (prefix / "temp").mkdir()
@@ -115,32 +104,19 @@ def nginx(binary: str, upstream: int, prefix: Path) -> Iterator[Proxy]:
     (prefix / "nginx.conf").write_text(main_config(prefix))
     stdout, stderr = prefix / "stdout.log", prefix / "stderr.log"
     command = [binary, "-p", str(prefix), "-e", str(logs / "error.log"), "-c", str(prefix / "nginx.conf")]
-    with stdout.open("ab") as out, stderr.open("ab") as err:
-        process = subprocess.Popen(
-            [*command, "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,  # its own process group, so stop()'s SIGKILL fallback reaches the workers
-        )
+    process = processes.spawn([*command, "-g", "daemon off;"], stdout, stderr)
     try:
         proxy = Proxy(Server(process, port, stdout, stderr), upstream, logs)
-        wait_until_proxying(proxy)
+        processes.wait_until(
+            lambda: processes.answers(port, "/ping"),
+            "nginx proxying /ping",
+            timeout=START_TIMEOUT,
+            process=process,
+            output=lambda: stderr.read_text() + (logs / "error.log").read_text(),
+        )
         yield proxy
     finally:
-        stop(process)  # SIGTERM is nginx's fast shutdown
-
-
-def wait_until_proxying(proxy: Proxy) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proxy.server.process.poll() is not None:
-            pytest.fail(f"nginx exited with {proxy.server.process.returncode}:\n{proxy.server.stderr.read_text()}")
-        with contextlib.suppress(OSError):
-            if proxy.get("/ping").status == 200:
-                return
-        time.sleep(0.05)
-    pytest.fail(f"nginx did not proxy /ping within {START_TIMEOUT:.0f} s:\n{(proxy.logs / 'error.log').read_text()}")
+        processes.stop(process)  # SIGTERM is nginx's fast shutdown
 
 
 @pytest.fixture(scope="module")

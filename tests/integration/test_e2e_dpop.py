@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jwt
 import pytest
 
-from tests.support.gunicorn_server import ROOT, Response, Server, environment, free_port, gunicorn, wait_for_workers
+from tests.support import ROOT, processes
+from tests.support.gunicorn_server import Response, Server, environment, gunicorn, wait_for_workers
+from tests.support.jose import claims_of, header_of
 
 E2E = ROOT / "tests" / "e2e"
 NPM_TIMEOUT = 180.0  # seconds for `npm ci`, downloads included
@@ -81,21 +82,11 @@ class Issued:
 
     @property
     def claims(self) -> dict:
-        return jwt.decode(self.access_token, options={"verify_signature": False})
+        return claims_of(self.access_token)
 
     @property
     def header(self) -> dict:
-        return jwt.get_unverified_header(self.access_token)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        return header_of(self.access_token)
 
 
 @contextlib.contextmanager
@@ -103,23 +94,20 @@ def identity_provider(resources: list[str], log_dir: Path) -> Iterator[Provider]
     """oidc-provider on a free loopback port, issuing tokens for `resources`, until the block ends."""
     stdout, stderr = log_dir / "provider.out", log_dir / "provider.err"
     arguments = [arg for resource in resources for arg in ("--resource", resource)]
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        # stdin stays open as a pipe: the provider exits when it closes, even if this process dies first.
-        process = subprocess.Popen(
-            ["node", "provider.mjs", *arguments], cwd=E2E, stdin=subprocess.PIPE, stdout=out, stderr=err
-        )
+    # stdin stays open as a pipe: the provider exits when it closes, even if this process dies first.
+    process = processes.spawn(["node", "provider.mjs", *arguments], stdout, stderr, cwd=E2E, stdin=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + PROVIDER_START_TIMEOUT
-        while not (ready := stdout.read_text()).endswith("\n"):
-            if process.poll() is not None:
-                pytest.fail(f"oidc-provider exited with {process.returncode} on start:\n{stderr.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"oidc-provider printed no ready line within {PROVIDER_START_TIMEOUT:.0f} s")
-            time.sleep(0.05)
-        line = json.loads(ready.splitlines()[0])
+        processes.wait_until(
+            lambda: stdout.read_text().endswith("\n"),
+            "oidc-provider printing its ready line",
+            timeout=PROVIDER_START_TIMEOUT,
+            process=process,
+            output=stderr.read_text,
+        )
+        line = json.loads(stdout.read_text().splitlines()[0])
         yield Provider(line["issuer"], line["client_id"], line["client_secret"], line["alg"])
     finally:
-        stop(process)
+        processes.stop(process, STOP_TIMEOUT)
         process.stdin.close()
 
 
@@ -129,7 +117,7 @@ def ports() -> dict[str, int]:
     if not (shutil.which("node") and shutil.which("npm")):
         pytest.skip("Node.js and npm are needed to run oidc-provider and the dpop client (tests/e2e)")
     npm_packages()
-    return {"allowed": free_port(), "required": free_port()}
+    return {"allowed": processes.free_port(), "required": processes.free_port()}
 
 
 def resource(port: int) -> str:

@@ -11,7 +11,6 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,6 +21,7 @@ from tests.support.factories import (
     ISSUER,
     OTHER_RSA_KEY,
     SECRET,
+    eight_kib_token,
     make_token,
     wall_clock_token,
 )
@@ -37,6 +37,7 @@ from tests.support.gunicorn_server import (
     gunicorn,
     jwks_file_environment,
     run_to_exit,
+    wait_for_log,
 )
 
 LOG_TIMEOUT = 5.0  # seconds for a request's access log line to appear
@@ -51,22 +52,6 @@ OTHER_KEYS = {
     "RS256": (OTHER_RSA_KEY, "rsa-1"),
     "ES256": (ec.generate_private_key(ec.SECP256R1()), "ec-1"),
 }
-
-
-def wait_for_log(path: Path, *agents: str) -> dict[str, str]:
-    """The access log line of each request sent with one of these User-Agents, once all have been written.
-
-    gunicorn writes a request's line after sending the response, so the lines are polled for.
-    """
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while True:
-        text = path.read_text()
-        lines = {agent: line for line in text.splitlines() for agent in agents if f'"{agent}" ' in line}
-        if len(lines) == len(agents):
-            return lines
-        if time.monotonic() > deadline:
-            pytest.fail(f"no access log line for each of {agents} within {LOG_TIMEOUT:.0f} s:\n{text}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -157,14 +142,6 @@ def test_gunicorn_runs_two_workers_that_serve_40_fresh_connections(hs_server):
     responses = [hs_server.get(token=token) for _ in range(40)]
     assert [(r.status, r.text) for r in responses] == [(200, resources.SECURED_PING)] * 40
     assert hs_server.workers() == workers  # no worker died and was replaced along the way
-
-
-def eight_kib_token() -> str:
-    """A token valid now and as long as the service accepts: 8192 characters, or the most base64 allows below."""
-    padding = (8192 - len(wall_clock_token(padding=""))) * 3 // 4 + 2
-    while len(token := wall_clock_token(padding="x" * padding)) > 8192:
-        padding -= 1
-    return token
 
 
 def test_gunicorn_accepts_an_8_kib_token(hs_server):

@@ -24,17 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from service.ops.metrics import FLUSH_INTERVAL
 from service.settings import DEFAULT_PORT
-from tests.support import scrape
+from tests.support import ROOT, scrape
 from tests.support.factories import AUDIENCE, ISSUER, default_jwks, wall_clock_token, write_jwks
-from tests.support.gunicorn_server import Response, free_port
-from tests.test_deploy_kubernetes import env_values
+from tests.support.gunicorn_server import Response
+from tests.support.kubernetes import env_values, load
+from tests.support.processes import answers, descendants, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOYMENT = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+DEPLOYMENT = load("deployment.yaml")
 POD = DEPLOYMENT["spec"]["template"]["spec"]
 (API,) = POD["containers"]
 
@@ -267,22 +266,16 @@ def running(image: str, keys: Path) -> Iterator[Container]:
     )
     container = Container(name, port)
     try:
-        wait_until_healthy(container)
+        wait_until(
+            lambda: answers(port, "/healthz"),
+            "the container answering /healthz",
+            timeout=START_TIMEOUT,
+            running=lambda: container.state()["Running"],
+            output=container.logs,
+        )
         yield container
     finally:
         podman("rm", "--force", "--time", "0", "--ignore", name, check=False)
-
-
-def wait_until_healthy(container: Container) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if not container.state()["Running"]:
-            pytest.fail(f"the container stopped on start:\n{container.logs()}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if container.get("/healthz", timeout=1.0).status == 200:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"the container did not answer /healthz within {START_TIMEOUT:.0f} s:\n{container.logs()}")
 
 
 @pytest.fixture(scope="module")
@@ -303,18 +296,8 @@ def in_image(image: str, script: str, *arguments: str) -> str:
 
 
 def host_processes(pid: int) -> list[Path]:
-    """/proc/<pid> of a host process and of all its descendants."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):  # the process ended while we looked
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(Path(f"/proc/{current}"))
-        pending += children.get(current, [])
-    return found
+    """/proc/<pid> of a host process and of all its live descendants."""
+    return [Path(f"/proc/{each}") for each in descendants(pid)]
 
 
 def status_fields(proc: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.factories import AUDIENCE, ISSUER, jwks, make_token, public_jwk
+from tests.support.factories import AUDIENCE, ISSUER, jwks, make_token
 from tests.support.gunicorn_server import (
     CONFIG_ERROR,
     DPOP_CHALLENGE,
@@ -34,6 +34,7 @@ from tests.support.gunicorn_server import (
     run_to_exit,
     wait_for_workers,
 )
+from tests.support.jose import public_jwk
 from tests.support.jwks_server import DISCOVERY_PATH, JWKS_PATH, JwksServer
 
 TTL = 1.0  # JWT_JWKS_CACHE_TTL, seconds: short enough for keys to go stale within a test

@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 import pytest
 
 from loadtest import matrix, run
-from tests.support.gunicorn_server import ROOT
+from tests.support import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.support.gunicorn_server import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 

@@ -20,16 +20,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from service import resources
 from service.ops.metrics import FLUSH_INTERVAL
 from service.ops.request_id import HEADER
+from tests.support import ROOT
 from tests.support.factories import AUDIENCE, ISSUER, SECRET, wall_clock_token
-from tests.support.gunicorn_server import (
-    BOOT_TIMEOUT,
-    ROOT,
-    WORKERS,
-    Server,
-    environment,
-    gunicorn,
-    wait_for_workers,
-)
+from tests.support.gunicorn_server import BOOT_TIMEOUT, WORKERS, Server, environment, gunicorn, wait_for_workers
 from tests.support.scrape import value
 
 MIN_REQUESTS = 40

@@ -3,23 +3,20 @@ closed within the deadline and recovering by itself."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from service.auth.combining import Combiner
 from service.auth.replay import RedisReplayStore, replay_key
 from service.errors import ReplayStoreUnavailable
-from tests.auth.test_replay import race_threads
+from tests.support import processes
+from tests.support.racing import race_threads
 from tests.support.redis_server import RedisServer, redis_server
 
-ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 0.25  # seconds: the store's deadline in these tests (DPOP_REPLAY_TIMEOUT's default)
 SLACK = 0.5  # seconds a call may take past the deadline on this shared machine before the test calls it a hang
 KEY = replay_key("thumbprint", "jti-1")
@@ -113,13 +110,7 @@ def test_a_request_queued_too_long_gets_503_without_opening_the_breaker(redis):
 
 def test_two_processes_inserting_the_same_keys_each_win_a_disjoint_share(redis):
     start, run = str(time.time() + 1.0), f"race-{time.monotonic_ns()}"
-    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
-    racers = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACER, redis.url, start, run], stdout=subprocess.PIPE, text=True, env=environ
-        )
-        for _ in range(2)
-    ]
+    racers = [processes.python(RACER, redis.url, start, run, stdout=subprocess.PIPE) for _ in range(2)]
     first, second = ({int(n) for n in racer.communicate(timeout=60)[0].split()} for racer in racers)
     assert all(racer.returncode == 0 for racer in racers)
     assert first.isdisjoint(second)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 
 from tests.support.factories import AUDIENCE, ISSUER
-from tests.support.gunicorn_server import GUNICORN, ROOT, environment, gunicorn
+from tests.support.gunicorn_server import environment, gunicorn, run_to_exit
 
 SECRET = "s" * 32
 BIND_GIVES_UP = 30.0  # seconds: gunicorn retries a busy address five times, a second apart, then exits
@@ -18,13 +17,10 @@ def test_a_failed_bind_leaves_no_folder_behind(tmp_path):
     with socket.socket() as busy:
         busy.bind(("", 0))  # every interface, as gunicorn.conf.py binds
         busy.listen()
-        port = str(busy.getsockname()[1])
-        environ = environment(JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, TMPDIR=str(temp), PORT=port)
-        finished = subprocess.run(
-            GUNICORN, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=BIND_GIVES_UP, check=False
-        )
-    assert finished.returncode != 0
-    assert "Can't connect to" in finished.stderr
+        environ = environment(JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, TMPDIR=str(temp))
+        status, stderr = run_to_exit(environ, port=busy.getsockname()[1], timeout=BIND_GIVES_UP)
+    assert status != 0
+    assert "Can't connect to" in stderr
     assert list(temp.iterdir()) == []
 
 

@@ -27,16 +27,8 @@ from service.keys.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapsh
 from service.keys.keyset import KeySet
 from service.keys.sources import load_keys, prefetch
 from service.settings import ConfigError, Settings
-from tests.support.factories import (
-    AUDIENCE,
-    ISSUER,
-    OTHER_RSA_KEY,
-    RSA_KEY,
-    jwks,
-    make_token,
-    public_jwk,
-    self_signed_certificate,
-)
+from tests.support.factories import AUDIENCE, ISSUER, OTHER_RSA_KEY, RSA_KEY, jwks, make_token, self_signed_certificate
+from tests.support.jose import public_jwk
 from tests.support.jwks_server import DISCOVERY_PATH, JwksServer
 
 ALGORITHMS = ("RS256", "ES256")

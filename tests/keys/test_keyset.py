@@ -8,7 +8,8 @@ from service import errors
 from service.keys.keyset import KeySet, SharedSecret
 from service.keys.sources import load_keys
 from service.settings import ConfigError
-from tests.support.factories import EC_KEY, RSA_KEY, hs_settings, jwks, jwks_settings, pem, public_jwk, write_jwks
+from tests.support.factories import EC_KEY, RSA_KEY, hs_settings, jwks, jwks_settings, pem, write_jwks
+from tests.support.jose import public_jwk
 
 RSA_JWK = public_jwk(RSA_KEY, "rsa-1")
 EC_JWK = public_jwk(EC_KEY, "ec-1")

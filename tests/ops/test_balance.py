@@ -1,5 +1,5 @@
 """Fair-share accepting's table and rule, without gunicorn: who counts as a live sibling, when a worker may take
-another connection, and rows handed out and returned by the master's hooks (tests/test_gunicorn_balance.py runs
+another connection, and rows handed out and returned by the master's hooks (tests/integration/test_balance.py runs
 the worker itself)."""
 
 from __future__ import annotations

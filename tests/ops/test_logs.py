@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import falcon
@@ -19,9 +18,10 @@ from service.app import create_app
 from service.auth.middleware import Requires
 from service.ops import logs
 from service.ops.gunicorn_logging import ServiceLogger, logger_for
+from tests.support import ROOT
 from tests.support.factories import FakeClock, hs_settings, make_token
 
-SERVICE = Path(__file__).resolve().parents[2] / "service"
+SERVICE = ROOT / "service"
 # gunicorn.conf.py's access_log_format (the file itself reads the environment, so it is not imported here)
 ACCESS_LOG_FORMAT = (
     '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s" %(M)sms '

@@ -1,7 +1,7 @@
 """Prometheus metrics in-process: what /metrics counts, by which labels, and nothing when METRICS is off.
 
 Each app has a registry of its own, so every test starts from zero. Multiprocess mode (every gunicorn worker
-in one scrape) is tested through real gunicorn in test_gunicorn_metrics.py.
+in one scrape) is tested through real gunicorn in tests/integration/test_metrics.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from service.errors import ReplayStoreUnavailable
 from service.keys.fetch import FetchError
 from service.keys.jwks import RemoteKeySet
 from service.ops.metrics import CONTENT_TYPE, UNMATCHED, Metrics, RequestMetrics
+from tests.support import ROOT
 from tests.support.factories import (
     RSA_KEY,
     FakeClock,
@@ -31,9 +32,8 @@ from tests.support.factories import (
     jwks,
     jwks_settings,
     make_token,
-    public_jwk,
 )
-from tests.support.gunicorn_server import ROOT
+from tests.support.jose import public_jwk
 from tests.support.scrape import total, value
 
 REQUESTS = "jwt_api_requests_total"

@@ -1,6 +1,6 @@
 """gunicorn's refusals as the service's errors, without a server: the status of each against gunicorn's own
 `handle_error`, the response and access line written, and the request id each gets
-(tests/test_gunicorn_refusals.py runs them through real gunicorn)."""
+(tests/integration/test_refusals.py runs them through real gunicorn)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import io
 import json
 import re
 import socket
-from pathlib import Path
 from ssl import SSLError
 
 import pytest
@@ -20,10 +19,11 @@ from gunicorn.workers.base import Worker
 
 from service.ops import refusals
 from service.ops.request_id import current
+from tests.support import ROOT
 
 ADDR = ("127.0.0.1", 40000)
 FRESH_ID = re.compile(r"[0-9a-f]{12}-[0-9]+")
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = ROOT / "README.md"
 
 # One of each exception gunicorn's handle_error knows, and ones it does not (the app's fault).
 EXCEPTIONS = [

@@ -1,22 +1,19 @@
-"""Keys, tokens and settings for tests: `make_token(**overrides)` and friends."""
+"""Keys, tokens, proofs and settings for tests: `make_token(**overrides)` and friends, built with tests.support.jose."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 import time
 from datetime import UTC, datetime
 
-import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from service.settings import Settings
+from tests.support import jose
 
 SECRET = "s" * 32
 AUDIENCE = "https://api.example.com"
@@ -38,23 +35,13 @@ class FakeClock:
         return self.now
 
 
-def public_jwk(private_key, kid: str, **extra) -> dict:
-    """The public JWK of a cryptography private key."""
-    public = private_key.public_key()
-    if isinstance(public, rsa.RSAPublicKey):
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public, as_dict=True)
-    else:
-        jwk = jwt.algorithms.ECAlgorithm.to_jwk(public, as_dict=True)
-    return {**jwk, "kid": kid, **extra}
-
-
 def jwks(*keys: dict) -> dict:
     return {"keys": list(keys)}
 
 
 def default_jwks() -> dict:
     """rsa-1 (RS256) and ec-1 (ES256) public keys."""
-    return jwks(public_jwk(RSA_KEY, "rsa-1", use="sig"), public_jwk(EC_KEY, "ec-1"))
+    return jwks(jose.public_jwk(RSA_KEY, "rsa-1", use="sig"), jose.public_jwk(EC_KEY, "ec-1"))
 
 
 def write_jwks(path, document: dict) -> str:
@@ -82,10 +69,10 @@ def make_token(
     if key is None:
         key, default_kid = {"HS256": (SECRET, None), "RS256": (RSA_KEY, "rsa-1"), "ES256": (EC_KEY, "ec-1")}[algorithm]
         kid = kid or default_kid
-    header = dict(headers or {})
+    header = {"alg": algorithm, "typ": "JWT", **(headers or {})}
     if kid is not None:
         header["kid"] = kid
-    return jwt.encode(claims(now, **overrides), key, algorithm=algorithm, headers=header or None)
+    return jose.compact(header, claims(now, **overrides), key, algorithm)
 
 
 def hs_settings(**overrides) -> Settings:
@@ -111,17 +98,17 @@ def wall_clock_token(algorithm: str = "HS256", **overrides) -> str:
     return make_token(algorithm, now=time.time(), **overrides)
 
 
-def segment(value) -> str:
-    """base64url without padding of a JSON value (or of raw bytes)."""
-    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+def eight_kib_token() -> str:
+    """A token valid now and as long as the service accepts: 8192 characters, or the most base64 allows below."""
+    padding = (8192 - len(wall_clock_token(padding=""))) * 3 // 4 + 2
+    while len(token := wall_clock_token(padding="x" * padding)) > 8192:
+        padding -= 1
+    return token
 
 
 def forge(header: dict, payload: dict, hmac_key: bytes | None = None) -> str:
-    """A token built by hand, for headers PyJWT will not encode; HMAC-SHA256 signed, or unsigned without a key."""
-    signing_input = f"{segment(header)}.{segment(payload)}"
-    signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest() if hmac_key else b""
-    return f"{signing_input}.{segment(signature)}"
+    """A token built by hand, for headers an issuer would not write; HMAC-SHA256 signed, or unsigned without a key."""
+    return jose.compact(header, payload, hmac_key, "HS256") if hmac_key else jose.unsigned(header, payload)
 
 
 def self_signed_certificate(private_key, common_name: str = "issuer.example.com") -> bytes:
@@ -147,21 +134,9 @@ OTHER_DPOP_KEY = ec.generate_private_key(ec.SECP256R1())
 DPOP_URL = "http://falconframework.org/secured/ping"  # falcon.testing's default host, as the service sees it
 
 
-def jwk_thumbprint(private_key) -> str:
-    """RFC 7638 SHA-256 thumbprint of the public key, computed here independently of the service."""
-    jwk = public_jwk(private_key, "x")
-    members = ("crv", "kty", "x", "y") if jwk["kty"] == "EC" else ("e", "kty", "n")
-    canonical = json.dumps({name: jwk[name] for name in members}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
-
-
-def ath(token: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
-
-
 def bound_token(algorithm: str = "HS256", *, dpop_key=DPOP_KEY, **overrides) -> str:
     """An access token bound to `dpop_key` (cnf.jkt), valid at the fake clock's NOW unless `now` says otherwise."""
-    return make_token(algorithm, cnf={"jkt": jwk_thumbprint(dpop_key)}, **overrides)
+    return make_token(algorithm, cnf={"jkt": jose.key_thumbprint(dpop_key)}, **overrides)
 
 
 def make_proof(
@@ -177,16 +152,15 @@ def make_proof(
     **overrides,
 ) -> str:
     """A DPoP proof for `method` `url` and `token` signed with `key`; an override of None removes the claim."""
-    algorithm = algorithm or ("ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "PS256")
-    public = jwk if jwk is not None else {k: v for k, v in public_jwk(key, "x").items() if k != "kid"}
-    header = {"typ": "dpop+jwt", "jwk": public, **(headers or {})}
-    payload = {"htm": method, "htu": url, "iat": int(now), "jti": base64.urlsafe_b64encode(os.urandom(12)).decode()}
-    if token is not None:
-        payload["ath"] = ath(token)
-    payload.update(overrides)
+    algorithm = algorithm or jose.default_algorithm(key)
+    header = jose.dpop_header(key, algorithm)
+    if jwk is not None:
+        header["jwk"] = jwk
+    jti = jose.b64url(os.urandom(12))
+    payload = {**jose.dpop_claims(token, method=method, url=url, iat=int(now), jti=jti), **overrides}
+    header = {name: value for name, value in {**header, **(headers or {})}.items() if value is not None}
     payload = {name: value for name, value in payload.items() if value is not None}
-    header = {name: value for name, value in header.items() if value is not None}
-    return jwt.encode(payload, key, algorithm=algorithm, headers=header)
+    return jose.compact(header, payload, key, algorithm)
 
 
 def dpop_headers(token: str, proof: str | None = None, **proof_overrides) -> dict[str, str]:

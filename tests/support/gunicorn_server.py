@@ -1,7 +1,8 @@
 """Running the service under real gunicorn (`gunicorn -c gunicorn.conf.py`, two workers) and calling it over HTTP.
 
-`gunicorn(environ, log_dir)` serves until its block ends, then stops gunicorn (SIGTERM, then SIGKILL);
-`run_to_exit(environ)` expects gunicorn to stop by itself. Every request goes to 127.0.0.1 on a fresh connection.
+The one gunicorn launcher: `gunicorn(environ, log_dir)` serves until its block ends, then stops gunicorn (SIGTERM,
+then SIGKILL); `run_to_exit(environ)` expects gunicorn to stop by itself. Both start it with
+tests.support.processes. Every request goes to 127.0.0.1 on a fresh connection.
 """
 
 from __future__ import annotations
@@ -11,20 +12,18 @@ import http.client
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT, processes
 from tests.support.factories import AUDIENCE, ISSUER, default_jwks, write_jwks
 
-ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = (sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "service.app:app")
 WORKERS = 2
 START_TIMEOUT = 15.0  # seconds for a starting gunicorn to answer /healthz
@@ -91,13 +90,7 @@ class Server:
 
     def workers(self) -> set[int]:
         """Pids of the master's live child processes (read from /proc)."""
-        found = set()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError):  # the process ended while we looked
-                state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-                if int(ppid) == self.process.pid and state != "Z":
-                    found.add(int(stat.parent.name))
-        return found
+        return processes.children(self.process.pid)
 
 
 class RawConnection:
@@ -154,15 +147,31 @@ class RawConnection:
 
 def wait_for_line(path: Path, found: Callable[[str], bool]) -> str:
     """The first line of the log file at `path` for which `found` is true, once written (polled for)."""
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while True:
+    lines: list[str] = []
+
+    def written() -> bool:
+        lines[:] = [line for line in path.read_text().splitlines() if found(line)]
+        return bool(lines)
+
+    processes.wait_until(written, f"a line in {path.name}", timeout=LOG_TIMEOUT, output=path.read_text)
+    return lines[0]
+
+
+def wait_for_log(path: Path, *agents: str) -> dict[str, str]:
+    """The access log line of each request sent with one of these User-Agents, once all have been written.
+
+    gunicorn writes a request's line after sending the response, so the lines are polled for.
+    """
+    lines: dict[str, str] = {}
+
+    def written() -> bool:
         text = path.read_text()
-        line = next((line for line in text.splitlines() if found(line)), None)
-        if line is not None:
-            return line
-        if time.monotonic() > deadline:
-            pytest.fail(f"no such line in {path.name} within {LOG_TIMEOUT:.0f} s:\n{text}")
-        time.sleep(0.02)
+        lines.update({agent: line for line in text.splitlines() for agent in agents if f'"{agent}" ' in line})
+        return len(lines) == len(agents)
+
+    what = f"an access log line for each of {agents}"
+    processes.wait_until(written, what, timeout=LOG_TIMEOUT, output=path.read_text)
+    return lines
 
 
 def environment(**variables: str) -> dict[str, str]:
@@ -182,12 +191,6 @@ def jwks_file_environment(directory: Path, **variables: str) -> dict[str, str]:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("", 0))  # every interface, as gunicorn.conf.py binds
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def gunicorn(
     environ: Mapping[str, str], log_dir: Path, port: int | None = None, args: Sequence[str] = ()
@@ -195,83 +198,60 @@ def gunicorn(
     """gunicorn serving the service with `environ` (plus PORT) until the block ends; logs go to files in log_dir.
 
     `port` is a free one unless given (a test whose configuration names the service's own URL picks it first);
-    `args` go on gunicorn's command line, where they override gunicorn.conf.py (`--threads 1`).
+    `args` go on gunicorn's command line, where they override gunicorn.conf.py (`--threads 1`). Two workers share
+    each log file: spawn() appends.
     """
-    port = port or free_port()
+    port = port or processes.free_port()
     stdout, stderr = log_dir / "stdout.log", log_dir / "stderr.log"
-    # Files, not pipes: gunicorn can never block on a full pipe, and the parent keeps no handle open.
-    with stdout.open("ab") as out, stderr.open("ab") as err:  # appends: two workers share each file
-        process = subprocess.Popen(
-            (*GUNICORN, *args),
-            cwd=ROOT,
-            env={**environ, "PORT": str(port)},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,  # its own process group, so the SIGKILL fallback reaches the workers too
-        )
+    process = processes.spawn((*GUNICORN, *args), stdout, stderr, env={**environ, "PORT": str(port)}, cwd=ROOT)
     try:
         server = Server(process, port, stdout, stderr)
-        wait_until_healthy(server)
+        processes.wait_until(
+            lambda: processes.answers(port, "/healthz"),
+            "gunicorn answering /healthz",
+            timeout=START_TIMEOUT,
+            process=process,
+            output=stderr.read_text,
+        )
         yield server
     finally:
-        stop(process)
-
-
-def wait_until_healthy(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.process.returncode} on start:\n{server.stderr.read_text()}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if server.request("GET", "/healthz", timeout=1.0).status == 200:
-                return
-        time.sleep(0.05)
-    pytest.fail(f"gunicorn did not answer /healthz within {START_TIMEOUT:.0f} s:\n{server.stderr.read_text()}")
+        processes.stop(process, STOP_TIMEOUT)
 
 
 def wait_for_workers(server: Server) -> set[int]:
     """The pids of all WORKERS workers, once forked: /healthz answers as soon as the first one boots."""
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while len(workers := server.workers()) < WORKERS:
-        if time.monotonic() > deadline:
-            pytest.fail(f"{WORKERS} workers not running {BOOT_TIMEOUT:.0f} s after start:\n{server.stderr.read_text()}")
-        time.sleep(0.05)
+    workers: set[int] = set()
+
+    def forked() -> bool:
+        workers.clear()
+        workers.update(server.workers())
+        return len(workers) >= WORKERS
+
+    processes.wait_until(forked, f"{WORKERS} workers running", timeout=BOOT_TIMEOUT, output=server.stderr.read_text)
     return workers
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM (gunicorn's graceful stop), then SIGKILL to the whole process group if it lingers."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):  # the group ended meanwhile
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def run_to_exit(
+    environ: Mapping[str, str], *, port: int | None = None, timeout: float = EXIT_TIMEOUT
+) -> tuple[int, str]:
+    """Start gunicorn (on `port`, or a free one) and wait for it to exit by itself: (exit status, stderr).
 
-
-def run_to_exit(environ: Mapping[str, str]) -> tuple[int, str]:
-    """Start gunicorn and wait for it to exit by itself: (exit status, stderr). Fails if it keeps running."""
-    with subprocess.Popen(
+    Fails the test, after killing it, if it still runs `timeout` seconds later."""
+    process = subprocess.Popen(
         GUNICORN,
         cwd=ROOT,
-        env={**environ, "PORT": str(free_port())},
+        env={**environ, "PORT": str(port or processes.free_port())},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-    ) as process:
-        try:
-            _, stderr = process.communicate(timeout=EXIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            _, stderr = process.communicate()
-            pytest.fail(f"gunicorn still ran {EXIT_TIMEOUT:.0f} s after start:\n{stderr}")
+    )
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        processes.stop(process, timeout=0)
+        pytest.fail(f"gunicorn still ran {timeout:g} s after start:\n{process.communicate()[1]}")
     return process.returncode, stderr
 
 

@@ -106,7 +106,8 @@ class JwksServer:
         server.allow_reuse_address = True
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        # shutdown() waits for the loop's next poll: a short one keeps each test's teardown short.
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self._thread.start()
 
     def _stop(self) -> None:

@@ -2,7 +2,8 @@
 
 `redis_server(password=None)` yields a running `RedisServer`; its `stop()`, `start()`, `pause()` (SIGSTOP) and
 `resume()` make the faults the DPoP replay store must survive. When redis-server is missing, the module installs
-it with apt-get (as root) or skips saying why; .ci/run installs it, so CI never skips.
+it with apt-get (as root) or skips saying why; .ci/run installs it, so CI never skips. The one redis launcher:
+it starts, waits for and stops redis-server with tests.support.processes.
 """
 
 from __future__ import annotations
@@ -11,25 +12,18 @@ import contextlib
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
+from tests.support import processes
 from tests.support.debian import debian_binary
 
 START_TIMEOUT = 10.0  # seconds for redis-server to accept connections
+STOP_TIMEOUT = 5.0  # seconds after SIGTERM before SIGKILL
 
 
 def redis_binary() -> str:
     return debian_binary("redis-server", "redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RedisServer:
@@ -39,7 +33,7 @@ class RedisServer:
         self.binary = binary
         self.directory = directory
         self.password = password
-        self.port = free_port()
+        self.port = processes.free_port()
         self.process: subprocess.Popen | None = None
 
     @property
@@ -51,27 +45,27 @@ class RedisServer:
                    "--dir", str(self.directory), "--protected-mode", "no"]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64):
-                    return
-            time.sleep(0.05)
-        pytest.fail(f"redis-server did not start:\n{(self.directory / 'redis.log').read_text()[-2000:]}")
+        log = self.directory / "redis.log"
+        self.process = processes.spawn(command, log)
+        processes.wait_until(
+            self.answers,
+            "redis-server answering PING",
+            timeout=START_TIMEOUT,
+            process=self.process,
+            output=lambda: log.read_text()[-2000:],
+        )
+
+    def answers(self) -> bool:
+        """Whether redis-server answers a PING now."""
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return bool(s.recv(64))
+        return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.resume()
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            self.resume()  # a stopped process would not see SIGTERM until SIGKILL
+            processes.stop(self.process, STOP_TIMEOUT)
         self.process = None
 
     def pause(self) -> None:

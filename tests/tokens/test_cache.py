@@ -20,8 +20,8 @@ from tests.support.factories import (
     hs_settings,
     jwks,
     make_token,
-    public_jwk,
 )
+from tests.support.jose import public_jwk
 
 
 class CountingVerifier(TokenVerifier):

@@ -1,29 +1,26 @@
 """jws.parse on its own: the single-regex split, the byte-level base64 decoding and the JSON fast path.
 
-tests/test_attacks.py pins the hostile inputs end to end; these cases pin the parts of the parser that are
-written for speed, against the slow, obvious reference they replace.
+tests/auth/test_middleware_attacks.py pins the hostile inputs end to end; these cases pin the parts of the parser
+that are written for speed, against the slow, obvious reference they replace.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
 
 from service.errors import InvalidToken
 from service.tokens import jws
+from tests.support.jose import b64url
 
 CANONICAL_ORDER = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # index = 6-bit value
-SIGNATURE = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()
-
-
-def segment(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+SIGNATURE = b64url(bytes(range(32)))
 
 
 def compact(header: bytes, payload: bytes, signature: str = SIGNATURE) -> str:
-    return f"{segment(header)}.{segment(payload)}.{signature}"
+    """A compact JWS of these raw segments, with a signature nothing checks here."""
+    return f"{b64url(header)}.{b64url(payload)}.{signature}"
 
 
 def reference_json(raw: bytes) -> object:
@@ -40,8 +37,8 @@ def refused(text: str) -> bool:
 def test_the_signing_input_is_the_original_text_and_segments_decode_in_the_url_safe_alphabet():
     header, payload = b'{"alg":"HS256"}', '{"sub":"?\u00ff>\u00fb"}'.encode()
     signature = bytes([0xFB, 0xFF, 0xBF, 0x3E])  # encodes with "-" and "_"
-    text = compact(header, payload, segment(signature))
-    assert "-" in segment(payload) and "_" in segment(payload)
+    text = compact(header, payload, b64url(signature))
+    assert "-" in b64url(payload) and "_" in b64url(payload)
     parsed = jws.parse(text)
     assert parsed.signing_input == text.rsplit(".", 1)[0].encode()
     assert parsed.signature == signature
@@ -51,7 +48,7 @@ def test_the_signing_input_is_the_original_text_and_segments_decode_in_the_url_s
 @pytest.mark.parametrize("length", range(1, 12))
 def test_every_segment_length_decodes_and_only_the_canonical_last_character_is_accepted(length):
     raw = bytes(range(200, 200 + length))
-    good = segment(raw)
+    good = b64url(raw)
     assert jws.parse(compact(b"{}", b"{}", good)).signature == raw
     for character in CANONICAL_ORDER:
         text = compact(b"{}", b"{}", good[:-1] + character)
