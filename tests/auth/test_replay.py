@@ -1,20 +1,19 @@
-"""The DPoP replay stores (service/auth/replay.py): once per key, expiry, atomic across threads and processes."""
+"""The DPoP replay stores (service/auth/replay.py): once per key, expiry, atomic across threads and forks.
+
+tests/integration/test_processes.py races the host-local store from processes of their own.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import signal
-import subprocess
 import threading
-import time
 
 import pytest
 
 from service.auth import replay
 from service.auth.replay import MemoryReplayStore, SharedMemoryReplayStore, replay_key, replay_store_for
 from service.errors import ReplayStoreUnavailable
-from tests.support import processes
 from tests.support.factories import FakeClock, hs_settings
 from tests.support.racing import race_threads
 
@@ -75,50 +74,6 @@ def test_the_host_local_store_is_the_table_in_the_replay_directory_at_the_config
 def test_concurrent_inserts_of_one_key_from_many_threads_let_exactly_one_win(store):
     replays, _ = store
     assert race_threads(replays, KEY) == [False] * 15 + [True]
-
-
-RACER = """
-import sys, time
-from service.auth.replay import SharedMemoryReplayStore, replay_key
-store = SharedMemoryReplayStore(sys.argv[1], 1024)
-start = float(sys.argv[2])
-while time.time() < start:
-    pass
-won = [n for n in range(200) if store.first_use(replay_key("t", str(n)), 300)]
-print(" ".join(map(str, won)))
-"""
-
-
-def test_two_processes_inserting_the_same_keys_each_win_a_disjoint_share(tmp_path):
-    path = str(tmp_path / "replay.table")
-    SharedMemoryReplayStore(path, CAPACITY).first_use(b"create the table", 1)
-    start = str(time.time() + 1.0)
-    racers = [processes.python(RACER, path, start, stdout=subprocess.PIPE) for _ in range(2)]
-    outputs = [racer.communicate(timeout=60)[0].split() for racer in racers]
-    assert all(racer.returncode == 0 for racer in racers)
-    first, second = ({int(n) for n in output} for output in outputs)
-    assert first.isdisjoint(second)
-    assert first | second == set(range(200))
-
-
-OTHER_WORKER = """
-import sys
-from service.auth.replay import SharedMemoryReplayStore, replay_key
-store = SharedMemoryReplayStore(sys.argv[1], 1024)
-print(store.first_use(replay_key("t", "parent's"), 300), store.first_use(replay_key("t", "child's"), 300))
-"""
-
-
-def test_a_forked_worker_and_another_process_refuse_each_other_s_replays(tmp_path):
-    store = SharedMemoryReplayStore(str(tmp_path / "replay.table"), CAPACITY)
-    assert store.first_use(replay_key("t", "parent's"), 300) is True
-    pid = os.fork()  # as gunicorn forks its workers from a master that may have used the store
-    if pid == 0:
-        os._exit(0 if store.first_use(replay_key("t", "parent's"), 300) is False else 1)
-    assert os.waitpid(pid, 0)[1] == 0
-    other = processes.python(OTHER_WORKER, store.path, stdout=subprocess.PIPE)
-    assert other.communicate(timeout=60)[0].split() == ["False", "True"]
-    assert store.first_use(replay_key("t", "child's"), 300) is False
 
 
 def test_a_forked_worker_takes_turns_on_a_descriptor_of_its_own(tmp_path):
@@ -195,30 +150,6 @@ def test_a_table_of_another_capacity_gets_503_and_a_log_line_naming_the_variable
     with pytest.raises(ReplayStoreUnavailable):
         other.first_use(KEY, 300)
     assert "DPOP_REPLAY_CAPACITY asks for 2048" in caplog.text
-
-
-HOLDER = """
-import fcntl, os, signal, sys
-with open(sys.argv[1], "rb") as table:
-    fcntl.flock(table, fcntl.LOCK_EX)
-    print("held", flush=True)
-    os.kill(os.getpid(), signal.SIGSTOP)  # a worker stopped while it holds the table's turn
-"""
-
-
-def test_a_turn_held_by_a_stopped_process_gets_503_not_a_hang_and_a_killed_one_gives_it_back(tmp_path):
-    path = str(tmp_path / "replay.table")
-    replays = SharedMemoryReplayStore(path, CAPACITY, lock_timeout=0.05)
-    assert replays.first_use(KEY, 300) is True
-    with processes.python(HOLDER, path, stdout=subprocess.PIPE) as holder:
-        try:
-            assert holder.stdout.readline() == "held\n"
-            with pytest.raises(ReplayStoreUnavailable):
-                replays.first_use(b"another key 0123", 300)
-        finally:
-            holder.send_signal(signal.SIGKILL)
-    assert replays.first_use(b"another key 0123", 300) is True  # the kernel released the killed holder's flock
-    assert replays.first_use(KEY, 300) is False
 
 
 def test_a_call_waits_for_a_turn_released_within_the_timeout(tmp_path):

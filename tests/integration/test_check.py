@@ -232,3 +232,17 @@ def test_a_usage_error_exits_2():
     )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_a_configuration_error_exits_1_with_one_line_naming_the_variable():
+    result = check({"JWT_SECRET": SECRET})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("service: configuration error: JWT_AUDIENCE is missing")
+
+
+def test_a_bad_dpop_variable_exits_1_naming_it():
+    result = check({"JWT_AUDIENCE": AUDIENCE, "JWT_SECRET": SECRET, "DPOP": "maybe"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == "service: configuration error: DPOP must be one of allowed, required, off."

@@ -6,15 +6,9 @@ in one scrape) is tested through real gunicorn in tests/integration/test_metrics
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import falcon
 import falcon.testing
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from service import resources
 from service.app import create_app
@@ -22,7 +16,6 @@ from service.errors import ReplayStoreUnavailable
 from service.keys.fetch import FetchError
 from service.keys.jwks import RemoteKeySet
 from service.ops.metrics import CONTENT_TYPE, UNMATCHED, Metrics, RequestMetrics
-from tests.support import ROOT
 from tests.support.factories import (
     RSA_KEY,
     FakeClock,
@@ -213,31 +206,6 @@ def test_metrics_off_serves_no_metrics_route_and_records_nothing(clock):
         (CACHE, {"result": "miss"}),
     ]:
         assert value(text, name, **labels) == 0
-
-
-WORKER_SCRIPT = """
-import sys
-from service.ops.metrics import Metrics
-metrics = Metrics(sys.argv[1], flush_interval=3600)  # no background flush within this run
-metrics.request("/secured/ping", "200 OK", 0.003)
-metrics.auth_outcome("ok", "bearer")
-"""
-
-
-def test_a_worker_that_exits_flushes_what_it_counted_since_the_last_flush(tmp_path):
-    # prometheus_client picks multiprocess mode at import, so the worker is a process of its own.
-    directory = tmp_path / "metrics"
-    directory.mkdir()
-    environ = {"PATH": os.environ.get("PATH", os.defpath), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    script = [sys.executable, "-c", WORKER_SCRIPT, str(directory)]
-    subprocess.run(script, cwd=ROOT, env=environ, check=True, timeout=30)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
-    text = generate_latest(registry).decode()
-    assert value(text, REQUESTS, route="/secured/ping", status="200") == 1
-    assert value(text, OUTCOMES, outcome="ok", scheme="bearer") == 1
-    assert value(text, "jwt_api_request_duration_seconds_sum", route="/secured/ping") == pytest.approx(0.003)
-    assert value(text, "jwt_api_request_duration_seconds_bucket", route="/secured/ping", le="0.005") == 1
 
 
 REPLAY_CHECKS = "jwt_api_dpop_replay_checks_total"
