@@ -32,9 +32,9 @@ def jwks_client(clock, jwks_file) -> falcon.testing.TestClient:
 
 
 @pytest.fixture(params=["HS256", "RS256", "ES256"])
-def mode(request, hs_client, jwks_client):
+def mode(request):
     """(algorithm, client) for each key mode: the error table must hold in all of them."""
-    return request.param, hs_client if request.param == "HS256" else jwks_client
+    return request.param, request.getfixturevalue("hs_client" if request.param == "HS256" else "jwks_client")
 
 
 @pytest.fixture

@@ -186,9 +186,9 @@ def assert_accepted(result: falcon.testing.Result) -> None:
 
 
 @pytest.fixture(params=["HS256", "JWKS"])
-def service(request, hs_client, jwks_client):
+def service(request):
     """(name, client) for cases whose token does not depend on the mode's algorithm."""
-    return request.param, hs_client if request.param == "HS256" else jwks_client
+    return request.param, request.getfixturevalue("hs_client" if request.param == "HS256" else "jwks_client")
 
 
 # --- controls: the builders make tokens the service accepts --------------------------------------------------
