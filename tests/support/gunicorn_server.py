@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,22 +238,16 @@ def run_to_exit(
     """Start gunicorn (on `port`, or a free one) and wait for it to exit by itself: (exit status, stderr).
 
     Fails the test, after killing it, if it still runs `timeout` seconds later."""
-    process = subprocess.Popen(
-        GUNICORN,
-        cwd=ROOT,
-        env={**environ, "PORT": str(port or processes.free_port())},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        processes.stop(process, timeout=0)
-        pytest.fail(f"gunicorn still ran {timeout:g} s after start:\n{process.communicate()[1]}")
-    return process.returncode, stderr
+    with tempfile.TemporaryDirectory() as logs:
+        stdout, stderr = Path(logs) / "stdout.log", Path(logs) / "stderr.log"
+        environ = {**environ, "PORT": str(port or processes.free_port())}
+        process = processes.spawn(GUNICORN, stdout, stderr, env=environ, cwd=ROOT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            processes.stop(process, timeout=0)
+            pytest.fail(f"gunicorn still ran {timeout:g} s after start:\n{stderr.read_text()}")
+        return process.returncode, stderr.read_text()
 
 
 def assert_error(response: Response, status: int, code: str, challenge: str, server: Server) -> None:
