@@ -273,6 +273,15 @@ def running(image: str, keys: Path) -> Iterator[Container]:
             running=lambda: container.state()["Running"],
             output=container.logs,
         )
+        # /healthz answers once one worker is up; gunicorn forks the others a moment apart. Tests that count or
+        # inspect the workers start once every one of them runs.
+        wait_until(
+            lambda: len(descendants(container.state()["Pid"])) == 1 + WORKERS,
+            f"the master and its {WORKERS} workers running",
+            timeout=START_TIMEOUT,
+            running=lambda: container.state()["Running"],
+            output=container.logs,
+        )
         yield container
     finally:
         podman("rm", "--force", "--time", "0", "--ignore", name, check=False)
