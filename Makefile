@@ -13,7 +13,7 @@ BOUND ?=
 METHOD ?= GET
 NONCE ?=
 
-.PHONY: help install run token proof test lint loadtest loadtest-matrix clean
+.PHONY: help install run token proof test test-unit lint loadtest loadtest-matrix clean
 .DEFAULT_GOAL := help
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make proof      print a DPoP proof for one request: URL=... TOKEN=... [METHOD=GET] [NONCE=...]"
 	@echo "                (the URL exactly as the request is sent: localhost is not 127.0.0.1)"
 	@echo "make test       build .venv and run the whole suite"
+	@echo "make test-unit  only the unit tests: no server or other program started (tests/integration left out)"
 	@echo "make lint       ruff check and format check"
 	@echo "make loadtest   the benchmark: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS,"
 	@echo "                HS_TOKENS, RS_TOKENS, ES_TOKENS, MEMORY_TOKENS"
@@ -58,6 +59,10 @@ proof: install $(DEV_DIR)/jwks.json
 
 test: install
 	$(BIN)/python -m pytest
+
+# Everything but tests/integration (the `integration` marker): in-process tests only, for a quick loop.
+test-unit: install
+	$(BIN)/python -m pytest -m "not integration"
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,7 +12,8 @@ cold ES256 bearer tokens against DPoP (both one ES256 verification per request).
 end, sends MEMORY_TOKENS distinct tokens, each once, and reports every worker's resident memory before and
 after. Printed as tables and written to loadtest-results/latest.json. SCENARIOS=dpop runs only the DPoP rounds
 (cold ES256 bearer, DPoP on the host-local store, DPoP on Redis), with a table of each of their runs. A benchmark,
-not a test: CI runs it only for one second with few tokens (test_loadtest.py), to keep the harness working.
+not a test: CI runs it only for one second with few tokens (tests/integration/test_loadtest.py), to keep the harness
+working.
 """
 
 from __future__ import annotations

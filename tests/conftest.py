@@ -7,7 +7,7 @@ import falcon.testing
 import pytest
 
 from service.app import create_app
-from tests.factories import FakeClock, default_jwks, hs_settings, jwks_settings, write_jwks
+from tests.support.factories import FakeClock, default_jwks, hs_settings, jwks_settings, write_jwks
 
 
 @pytest.fixture
@@ -15,9 +15,10 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def jwks_file(tmp_path) -> str:
-    return write_jwks(tmp_path / "jwks.json", default_jwks())
+@pytest.fixture(scope="session")
+def jwks_file(tmp_path_factory) -> str:
+    """default_jwks() in a file: one for the whole run (no test writes to it), not a directory per test."""
+    return write_jwks(tmp_path_factory.mktemp("keys") / "jwks.json", default_jwks())
 
 
 @pytest.fixture
@@ -31,9 +32,9 @@ def jwks_client(clock, jwks_file) -> falcon.testing.TestClient:
 
 
 @pytest.fixture(params=["HS256", "RS256", "ES256"])
-def mode(request, hs_client, jwks_client):
+def mode(request):
     """(algorithm, client) for each key mode: the error table must hold in all of them."""
-    return request.param, hs_client if request.param == "HS256" else jwks_client
+    return request.param, request.getfixturevalue("hs_client" if request.param == "HS256" else "jwks_client")
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import pytest
 
 from service import resources
 from service.app import create_app
-from tests.factories import NOW, OTHER_RSA_KEY, forge, hs_settings, make_token, segment
+from tests.support.factories import NOW, OTHER_RSA_KEY, forge, hs_settings, make_token
+from tests.support.jose import segment
 
 REALM = 'Bearer realm="api"'
 INVALID_TOKEN = f'{REALM}, error="invalid_token"'

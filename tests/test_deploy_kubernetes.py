@@ -4,14 +4,13 @@ Ports, probe paths, environment variable names and the shutdown timing are check
 own code (service.settings, the app's routes, gunicorn.conf.py), so a change on either side fails here. Every
 Kubernetes object is also validated, strictly, against the published OpenAPI schemas that kubernetes-validate
 carries: those of the oldest release kustomization.yaml claims and of the newest one the package has.
-tests/test_image.py runs the image the way deployment.yaml does.
+tests/integration/test_image.py runs the image the way deployment.yaml does.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import falcon.testing
 import pytest
@@ -20,16 +19,11 @@ from kubernetes_validate import utils as kubernetes_validate
 
 from service.app import create_app
 from service.settings import DEFAULT_PORT, ConfigError, Settings
-from tests.factories import hs_settings
+from tests.support import ROOT
+from tests.support.factories import hs_settings
+from tests.support.kubernetes import EXAMPLE_SECRET, MANIFESTS, cpus, env_values, load
 
-ROOT = Path(__file__).resolve().parent.parent
-MANIFESTS = ROOT / "deploy" / "kubernetes"
-EXAMPLE_SECRET = "secret.example.yaml"
 KUSTOMIZATION = "kustomization.yaml"  # kustomize's own kind: no Kubernetes schema has it
-
-
-def load(name: str) -> dict:
-    return yaml.safe_load((MANIFESTS / name).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -51,35 +45,6 @@ def container(pod) -> dict:
 @pytest.fixture(scope="module")
 def client() -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(hs_settings()))
-
-
-def cpus(quantity: str | int | float) -> float:
-    """A Kubernetes CPU quantity ("2", "500m", 1.5) in CPUs."""
-    text = str(quantity)
-    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
-
-
-def env_values(container: dict) -> dict[str, str]:
-    """The container's environment as the pod would see it, with secretKeyRefs read from the example Secret
-    and resourceFieldRefs resolved from the container's resources (rounded up, as the kubelet does)."""
-    secret = load(EXAMPLE_SECRET)
-    values = {}
-    for variable in container["env"]:
-        source = variable.get("valueFrom", {})
-        if "secretKeyRef" in source:
-            ref = source["secretKeyRef"]
-            assert ref["name"] == secret["metadata"]["name"]
-            if ref.get("optional") and ref["key"] not in secret["stringData"]:
-                continue  # an optional key the example leaves out: the pod runs without the variable
-            values[variable["name"]] = secret["stringData"][ref["key"]]
-        elif "resourceFieldRef" in source:
-            ref = source["resourceFieldRef"]
-            kind, resource = ref["resource"].split(".")
-            amount = cpus(container["resources"][kind][resource]) / cpus(ref.get("divisor", 1))
-            values[variable["name"]] = str(math.ceil(amount))
-        else:
-            values[variable["name"]] = variable["value"]
-    return values
 
 
 def settings_variables() -> set[str]:

@@ -12,7 +12,7 @@ import falcon.testing
 import pytest
 
 from service.settings import ConfigError, Settings
-from tests.factories import AUDIENCE, ISSUER, SECRET, wall_clock_token
+from tests.support.factories import AUDIENCE, ISSUER, SECRET, wall_clock_token
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", ROOT / "deploy" / "README.md", *(ROOT / "docs").glob("*.md")])

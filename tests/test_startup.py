@@ -7,8 +7,8 @@ import pytest
 from service.auth.replay import REPLAY_FILE
 from service.auth.replay_table import ReplayTable
 from service.ops.startup import load_or_exit
-from tests.factories import SECRET, default_jwks, write_jwks
-from tests.redis_server import free_port
+from tests.support.factories import SECRET, default_jwks, write_jwks
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.usefixtures("service_logging")  # the start-up check runs in this process
 

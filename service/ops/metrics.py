@@ -47,7 +47,7 @@ class _Route:
 
     `buckets[i]` and `add_seconds` add to the histogram child's own values (its `_buckets` and `_sum`): the only
     way to add many observations at once, which Histogram's public `observe` cannot. The pinned
-    prometheus_client version keeps these names; tests/test_metrics.py checks buckets, count and sum.
+    prometheus_client version keeps these names; tests/ops/test_metrics.py checks buckets, count and sum.
     """
 
     __slots__ = ("add_seconds", "bounds", "buckets", "counters")

@@ -1,0 +1,231 @@
+"""The load-test harness runs end to end for one second with few tokens, so it cannot rot. No speed is asserted;
+the ratios and medians are checked on made-up results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, replace
+
+import pytest
+
+from loadtest import matrix, run
+from tests.support import ROOT
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    results = tmp_path_factory.mktemp("loadtest") / "latest.json"
+    options = run.Options(duration=1, connections=8, hs_tokens=50, rs_tokens=10, es_tokens=10, memory_tokens=100,
+                          rounds=1, results=results)  # fmt: skip
+    report = run.run(options)
+    assert json.loads(results.read_text()) == report
+    return report
+
+
+def _is_dpop(scenario: str) -> bool:
+    return scenario.startswith("DPoP")
+
+
+def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
+    scenarios = {result["scenario"]: result for result in report["results"]}
+    assert len(report["results"]) == len(scenarios) == 14  # with cold ES256 bearer, DPoP, and DPoP on Redis
+    assert scenarios[run.COLD_RS]["client"] == "lua"
+    assert scenarios[run.HOT]["client"] == "header"
+    for result in scenarios.values():
+        assert result["round"] == 1
+        assert result["requests"] > 0
+        assert result["cpu_us_per_request"] > 0, result
+        assert result["worker_rss_mb"] > 0, result
+        assert result["socket_errors"] == 0, result
+        if _is_dpop(result["scenario"]):  # some accepted, so the Lua script and the proofs work (all: see below)
+            assert result["non_2xx"] < result["requests"], result
+        else:
+            assert result["non_2xx"] == 0, result  # every token the harness makes is accepted
+    memory = report["memory"]
+    assert memory["requests"] >= 100 and memory["non_2xx"] == 0
+    assert len(memory["rss_mb_after"]) == 2 and all(mb > 0 for mb in memory["rss_mb_after"].values())
+
+
+def test_loadtest_reports_each_scenario_against_the_same_driven_ceiling_of_its_round(report):
+    summaries = {summary["scenario"]: summary for summary in report["scenarios"]}
+    assert len(summaries) == 11 and not any(_is_dpop(name) for name in summaries)  # DPoP is compared with bearer
+    for client, name in run.CEILINGS.items():
+        (row,) = summaries[name]["rounds"]
+        assert summaries[name]["client"] == client
+        assert row["ratio"] == row["cpu_ratio"] == row["p99_ratio"] == 1.0
+    for summary in summaries.values():
+        (row,) = summary["rounds"]
+        assert row["ratio"] > 0 and row["cpu_ratio"] > 0, summary
+        assert summary["median"]["ratio"] == row["ratio"] and summary["median"]["cpu_ratio"] == row["cpu_ratio"]
+    targets = {target["scenario"] + " " + target["measure"]: target for target in report["targets"]}
+    assert len(targets) == len(run.TARGETS) == 6
+    assert all(isinstance(target["met"], bool) for target in targets.values()), targets
+    assert targets[run.HOT + " p99_ratio"]["median"] == summaries[run.HOT]["median"]["p99_ratio"]
+    assert targets[run.DPOP + " cpu_ratio"]["median"] == report["dpop"]["median_cpu_ratio"]
+
+
+def test_loadtest_pairs_dpop_with_cold_es256_bearer_and_the_redis_store_with_the_host_local_one(report):
+    scenarios = [result["scenario"] for result in report["results"]]
+    assert scenarios[-3:] == [run.BEARER_ES, run.DPOP, run.DPOP_REDIS]
+    (pair,) = report["dpop"]["rounds"]
+    assert pair["round"] == 1
+    assert pair["ratio"] == report["dpop"]["median_ratio"] > 0
+    assert pair["cpu_ratio"] == report["dpop"]["median_cpu_ratio"] > 0
+    assert pair["redis_ratio"] == report["dpop"]["median_redis_ratio"] > 0
+    assert pair["redis_non_2xx"] == 0
+
+
+def test_every_dpop_request_of_the_loadtest_is_answered_200(report):
+    # Each proof is sent once and made right before the scenario: a non-2xx is a replay, a stale or a broken proof.
+    # The proofs themselves are checked in one thread by test_the_server_path_benchmark_times_every_scenario.
+    dpop = [result for result in report["results"] if _is_dpop(result["scenario"])]
+    assert dpop and all(result["non_2xx"] == 0 for result in dpop), dpop
+
+
+def _result(scenario: str, client: str, n: int, rps: float, cpu: float | None, p99: float) -> run.Result:
+    return run.Result(scenario, rps, 1.0, p99, int(rps), 0, 0, client=client, cpu_us_per_request=cpu, round=n)
+
+
+# Three rounds in which the ceiling's req/s doubles in round 2: each round's ratios must use that round's ceiling.
+ROUNDS = [
+    _result(run.CEILINGS["plain"], "plain", 1, 1000, 80, 8),
+    _result(run.CEILINGS["header"], "header", 1, 900, 100, 10),
+    _result(run.HOT, "header", 1, 810, 125, 12),
+    _result(run.CEILINGS["plain"], "plain", 2, 2000, 40, 8),
+    _result(run.CEILINGS["header"], "header", 2, 1800, 50, 10),
+    _result(run.HOT, "header", 2, 1710, 50, 15),
+    _result(run.CEILINGS["header"], "header", 3, 900, 100, 10),
+    _result(run.CEILINGS["plain"], "plain", 3, 1000, 80, 8),
+    _result(run.HOT, "header", 3, 900, None, 11),  # no CPU reading this round
+]
+
+
+def test_ratios_are_taken_per_round_against_that_rounds_same_driven_ceiling_and_their_median_reported():
+    summaries = {summary["scenario"]: summary for summary in run.ceiling_ratios(ROUNDS)}
+    assert list(summaries) == [run.CEILINGS["plain"], run.CEILINGS["header"], run.HOT]
+    hot = summaries[run.HOT]
+    assert [row["round"] for row in hot["rounds"]] == [1, 2, 3]
+    assert [row["ratio"] for row in hot["rounds"]] == [0.9, 0.95, 1.0]
+    assert [row["plain_ratio"] for row in hot["rounds"]] == [0.81, 0.855, 0.9]
+    assert [row["cpu_ratio"] for row in hot["rounds"]] == [0.8, 1.0, None]  # the ceiling's CPU over the scenario's
+    assert [row["p99_ratio"] for row in hot["rounds"]] == [1.2, 1.5, 1.1]
+    assert hot["median"] == {"requests_per_second": 900, "cpu_us_per_request": 87.5, "p50_ms": 1.0, "p99_ms": 12,
+                             "worker_rss_mb": None, "ratio": 0.95, "cpu_ratio": 0.9, "p99_ratio": 1.2,
+                             "plain_ratio": 0.855}  # fmt: skip
+    assert summaries[run.CEILINGS["header"]]["median"]["plain_ratio"] == 0.9
+
+
+def test_targets_are_judged_by_the_median_ratio_at_least_or_at_most_their_bound():
+    scenarios = run.ceiling_ratios(ROUNDS)
+    targets = {t["name"]: t for t in run.check_targets(scenarios, {"median_ratio": 0.9, "median_cpu_ratio": 0.84})}
+    hot, p99, dpop = (targets[run.TARGETS[n].name] for n in (1, 5, 4))
+    assert (hot["median"], hot["median_ratio"], hot["met"]) == (0.9, 0.95, False)  # 0.90 < 0.92
+    assert (p99["median"], p99["met"]) == (1.2, True)  # at most 1.25
+    assert (dpop["median"], dpop["median_ratio"], dpop["met"]) == (0.84, 0.9, False)
+    assert targets[run.TARGETS[0].name]["met"] is None  # public /ping was not measured
+
+
+def test_the_workers_by_threads_matrix_runs_each_configuration_against_real_gunicorn(tmp_path):
+    options = run.Options(duration=1, connections=8, hs_tokens=20, rounds=1, results=tmp_path / "matrix.json")
+    report = matrix.run(options, configs=((1, 2), (2, 3)))
+    assert json.loads((tmp_path / "matrix.json").read_text()) == report
+    assert [(row["config"], row["scenario"]) for row in report["results"]] == [
+        (config, scenario) for config in ("1x2", "2x3") for scenario in matrix.SCENARIOS
+    ]
+    for row in report["results"]:
+        assert row["non_2xx"] == row["socket_errors"] == 0 and row["requests"] > 0, row
+        assert row["cpu_us_per_request"] > 0 and row["worker_rss_mb"] > 0, row
+    configs = {config["config"]: config["scenarios"] for config in report["configs"]}
+    (cold,) = configs["2x3"][run.COLD_HS]["rounds"]
+    assert configs["2x3"][run.COLD_HS]["median"]["cpu_us_per_request"] == cold["cpu_us_per_request"]
+
+
+def test_each_round_of_the_matrix_starts_one_configuration_further_down_the_list():
+    configs = ((2, 8), (2, 4), (4, 2))
+    assert [matrix.in_turn(configs, n) for n in (1, 2, 3, 4)] == [
+        ((2, 8), (2, 4), (4, 2)),
+        ((2, 4), (4, 2), (2, 8)),
+        ((4, 2), (2, 8), (2, 4)),
+        ((2, 8), (2, 4), (4, 2)),
+    ]
+
+
+def test_the_matrix_reports_the_median_of_each_configurations_rounds():
+    hot = [("2x8", replace(ROUNDS[n], worker_rss_mb=41.0 + n // 3)) for n in (2, 5, 8)]  # rounds 1, 2 and 3
+    (config,) = matrix.summarise([*hot, ("2x8", ROUNDS[0])])
+    assert list(config["scenarios"]) == [run.HOT, run.CEILINGS["plain"]]
+    measured = config["scenarios"][run.HOT]
+    assert [row["round"] for row in measured["rounds"]] == [1, 2, 3]
+    assert [row["cpu_us_per_request"] for row in measured["rounds"]] == [125, 50, None]
+    assert measured["median"] == {"requests_per_second": 900, "cpu_us_per_request": 87.5, "p99_ms": 12,
+                                  "worker_rss_mb": 42.0}  # fmt: skip
+
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8000/secured/ping
+  2 threads and 8 connections
+  Latency Distribution
+     50%  812.00us
+     75%    1.20ms
+     90%    2.00ms
+     99%    1.50s
+  12345 requests in 1.00s, 2.00MB read
+  Socket errors: connect 0, read 2, write 1, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:  12345.67
+Transfer/sec:      2.00MB
+"""
+
+
+def test_wrk_summary_is_parsed_with_its_units():
+    result = run.parse_wrk("s", WRK_OUTPUT)
+    assert (result.requests_per_second, result.requests, result.non_2xx, result.socket_errors) == (
+        12345.67,
+        12345,
+        7,
+        6,
+    )
+    assert (result.p50_ms, result.p99_ms) == (0.812, 1500.0)
+
+
+def test_the_server_path_benchmark_times_every_scenario():
+    # A process of its own: it sets prometheus_client's multiprocess mode before importing the service. It exits
+    # with an error unless every request is answered 200, so each DPoP proof it makes must be accepted once.
+    command = [sys.executable, "-m", "loadtest.server_path", "20", "3"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    table, summary = completed.stdout.split("\n\n")
+    rows = table.splitlines()[1:]
+    assert [row.rsplit(None, 2)[0] for row in rows] == [
+        "ceiling /ping (bare Falcon)",
+        "ceiling, token per request",
+        "public /ping",
+        "hot /secured/ping (one token)",
+        "cold HS256, 3 tokens, cache off",
+        "cold RS256, 3 tokens, cache off",
+        "cold ES256, 3 tokens, cache off",
+        "DPoP, fresh ES256 proof, shared replay",
+        "DPoP, fresh ES256 proof, memory replay",
+    ]
+    assert all(float(row.split()[-2]) > 0 for row in rows)
+    assert summary.startswith("DPoP replay store, shared - memory: ")
+
+
+def test_scenarios_dpop_reports_the_dpop_rounds_alone(capsys, tmp_path):
+    options = run.Options.from_env({"SCENARIOS": "dpop", "ROUNDS": "1", "RESULTS": str(tmp_path / "dpop.json")})
+    assert options.scenarios == "dpop"
+    with pytest.raises(SystemExit, match="SCENARIOS must be one of all, dpop"):
+        run.Options.from_env({"SCENARIOS": "everything"})
+    runs = [
+        _result(run.BEARER_ES, "lua", 1, 1000, 500, 20),
+        _result(run.DPOP, "lua", 1, 900, 550, 30),
+        _result(run.DPOP_REDIS, "lua", 1, 800, 600, 25),
+    ]
+    dpop = run.dpop_summary([tuple(runs)])
+    report = {"date": "now", "cpus": 2, "options": options.as_json(), "results": [asdict(r) for r in runs],
+              "scenarios": [], "dpop": dpop, "targets": run.check_targets([], dpop), "memory": None}  # fmt: skip
+    run.print_report(report)
+    out = capsys.readouterr().out
+    assert "1      DPoP, cached ES256 token + fresh proof" in out and "30.00" in out  # a line per run, with its p99
+    assert "DPoP, Redis store / host-local store, req/s: 0.89 (0.89)" in out
+    assert "memory:" not in out

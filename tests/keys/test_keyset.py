@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm, RSAPSSAlgorithm
+
+from service import errors
+from service.keys.keyset import KeySet, SharedSecret
+from service.keys.sources import load_keys
+from service.settings import ConfigError
+from tests.support.factories import EC_KEY, RSA_KEY, hs_settings, jwks, jwks_settings, pem, write_jwks
+from tests.support.jose import public_jwk
+
+RSA_JWK = public_jwk(RSA_KEY, "rsa-1")
+EC_JWK = public_jwk(EC_KEY, "ec-1")
+
+
+def test_keys_are_found_by_kid_and_algorithm():
+    key_set = KeySet.from_jwks(jwks(RSA_JWK, EC_JWK), ("RS256", "ES256"))
+    assert isinstance(key_set.resolve("rsa-1", "RS256").algorithm, RSAAlgorithm)
+    assert key_set.resolve("ec-1", "ES256").signature_length == 64
+    assert len(key_set) == 2
+
+
+@pytest.mark.parametrize(
+    ("kid", "algorithm"), [("rsa-1", "ES256"), ("ec-1", "RS256"), ("nope", "RS256"), (None, "RS256")]
+)
+def test_unknown_kid_or_wrong_key_type_is_invalid_token(kid, algorithm):
+    key_set = KeySet.from_jwks(jwks(RSA_JWK, EC_JWK), ("RS256", "ES256"))
+    with pytest.raises(errors.InvalidToken):
+        key_set.resolve(kid, algorithm)
+
+
+def test_a_key_without_kid_is_found_by_a_token_without_kid():
+    without_kid = {name: value for name, value in RSA_JWK.items() if name != "kid"}
+    assert KeySet.from_jwks(jwks(without_kid), ("RS256",)).resolve(None, "RS256")
+
+
+def test_one_rsa_key_serves_every_allowed_rsa_algorithm_unless_its_alg_says_otherwise():
+    key_set = KeySet.from_jwks(jwks(RSA_JWK, public_jwk(RSA_KEY, "pinned", alg="RS256")), ("RS256", "PS256"))
+    assert isinstance(key_set.resolve("rsa-1", "PS256").algorithm, RSAPSSAlgorithm)
+    with pytest.raises(errors.InvalidToken):
+        key_set.resolve("pinned", "PS256")
+
+
+def test_encryption_keys_and_keys_for_other_algorithms_are_skipped():
+    key_set = KeySet.from_jwks(jwks({**RSA_JWK, "use": "enc"}, EC_JWK), ("RS256",))
+    assert len(key_set) == 0
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "not a JWKS"),
+        ({"keys": "x"}, "not a JWKS"),
+        ({"keys": ["x"]}, "not a JSON object"),
+        (jwks({**RSA_JWK, "d": "secret"}), "private"),
+        (jwks({"kty": "oct", "k": "c2VjcmV0"}), "private or symmetric"),
+        (jwks({**RSA_JWK, "kid": 7}), "not a string"),
+        (jwks(RSA_JWK, RSA_JWK), "two keys"),
+        (jwks({**RSA_JWK, "n": "!!"}), "not a valid JWK"),
+    ],
+)
+def test_bad_jwks_documents_are_refused(document, message):
+    with pytest.raises(ValueError, match=message):
+        KeySet.from_jwks(document, ("RS256",))
+
+
+def test_weak_rsa_keys_are_refused():
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (the weak key under test)
+    with pytest.raises(ValueError, match="too weak"):
+        KeySet.from_jwks(jwks(public_jwk(weak, "weak")), ("RS256",))
+
+
+def test_shared_secret_resolves_to_the_secret_whatever_the_kid():
+    secret = SharedSecret(b"k" * 32, ("HS256",))
+    assert secret.resolve("anything", "HS256").key == b"k" * 32
+    assert secret.resolve(None, "HS256").signature_length == 32
+    with pytest.raises(errors.InvalidToken):
+        secret.resolve(None, "HS512")
+
+
+def test_a_secret_that_looks_like_a_public_key_is_refused():
+    with pytest.raises(ValueError):
+        SharedSecret(pem(RSA_KEY), ("HS256",))
+
+
+def test_load_keys_reads_the_jwks_file(tmp_path):
+    path = write_jwks(tmp_path / "jwks.json", jwks(RSA_JWK))
+    assert load_keys(jwks_settings(path, algorithms=("RS256",))).resolve("rsa-1", "RS256")
+
+
+def test_load_keys_returns_the_secret_in_hs_mode():
+    assert isinstance(load_keys(hs_settings()), SharedSecret)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot be read"), ("{not json", "not a usable JWKS"), ('{"keys": []}', "no signing key")],
+)
+def test_load_keys_failures_name_the_variable(tmp_path, content, message):
+    path = tmp_path / "jwks.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_keys(jwks_settings(str(path)))
+    assert "JWT_JWKS_FILE" in str(raised.value)

@@ -1,0 +1,115 @@
+"""jws.parse on its own: the single-regex split, the byte-level base64 decoding and the JSON fast path.
+
+tests/auth/test_middleware_attacks.py pins the hostile inputs end to end; these cases pin the parts of the parser
+that are written for speed, against the slow, obvious reference they replace.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.errors import InvalidToken
+from service.tokens import jws
+from tests.support.jose import b64url
+
+CANONICAL_ORDER = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # index = 6-bit value
+SIGNATURE = b64url(bytes(range(32)))
+
+
+def compact(header: bytes, payload: bytes, signature: str = SIGNATURE) -> str:
+    """A compact JWS of these raw segments, with a signature nothing checks here."""
+    return f"{b64url(header)}.{b64url(payload)}.{signature}"
+
+
+def reference_json(raw: bytes) -> object:
+    """The slow, obvious rule: strict UTF-8, then the strict decoder's own `decode`."""
+    return jws._JSON.decode(raw.decode("utf-8"))
+
+
+def refused(text: str) -> bool:
+    with pytest.raises(InvalidToken) as raised:
+        jws.parse(text)
+    return raised.value.description == jws.MALFORMED
+
+
+def test_the_signing_input_is_the_original_text_and_segments_decode_in_the_url_safe_alphabet():
+    header, payload = b'{"alg":"HS256"}', '{"sub":"?\u00ff>\u00fb"}'.encode()
+    signature = bytes([0xFB, 0xFF, 0xBF, 0x3E])  # encodes with "-" and "_"
+    text = compact(header, payload, b64url(signature))
+    assert "-" in b64url(payload) and "_" in b64url(payload)
+    parsed = jws.parse(text)
+    assert parsed.signing_input == text.rsplit(".", 1)[0].encode()
+    assert parsed.signature == signature
+    assert parsed.payload == {"sub": "?\u00ff>\u00fb"}
+
+
+@pytest.mark.parametrize("length", range(1, 12))
+def test_every_segment_length_decodes_and_only_the_canonical_last_character_is_accepted(length):
+    raw = bytes(range(200, 200 + length))
+    good = b64url(raw)
+    assert jws.parse(compact(b"{}", b"{}", good)).signature == raw
+    for character in CANONICAL_ORDER:
+        text = compact(b"{}", b"{}", good[:-1] + character)
+        if character == good[-1]:
+            continue
+        # Another last character spells other bytes when its unused low bits are zero (always, for a length
+        # of 4n), and otherwise the same bytes non-canonically: only the latter must be refused.
+        unused_bits = {0: 0, 2: 4, 3: 2}[len(good) % 4]
+        if CANONICAL_ORDER.index(character) % (1 << unused_bits) == 0:
+            assert jws.parse(text).signature != raw
+        else:
+            assert refused(text)
+
+
+@pytest.mark.parametrize("text", ["A.B.C", "AA.BB.CCCCC", "A...", "..", "AA..AA", ".AA.AA", "AA.AA.", "AA.AA.AA.AA"])
+def test_empty_segments_lengths_of_4n_plus_1_and_extra_dots_are_malformed(text):
+    assert refused(text)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":1}',
+        b' {"a":1}',
+        b'{"a":1} ',
+        b'\t\r\n{"a":1}\n',
+        b'{"a":1}x',
+        b'{"a":1} {}',
+        b'{"a":1,"a":2}',
+        b'{"a":{"b":1,"b":2}}',
+        b'{"a":}',
+        b'{"a": [1, }',
+        b'{"a":NaN}',
+        b'{"a":-Infinity}',
+        b"{",
+        b"{}",
+        b"",
+        b" ",
+        b"[1]",
+        b'"{"',
+        b"\xef\xbb\xbf{}",
+        b'{"a":"\xff"}',
+    ],
+)
+def test_json_fast_path_agrees_with_the_decoder(raw):
+    try:
+        expected = reference_json(raw)
+    except (UnicodeDecodeError, ValueError):
+        expected = None
+    text = compact(raw, b"{}")
+    if type(expected) is dict:
+        assert jws.parse(text).header == expected
+    else:
+        assert refused(text)
+
+
+def test_deep_nesting_inside_the_fast_path_is_malformed():
+    assert refused(compact(b"{}", b'{"a":' + b"[" * 2000 + b"]" * 2000 + b"}"))
+
+
+def test_parse_result_is_read_only():
+    parsed = jws.parse(compact(b'{"alg":"HS256"}', json.dumps({"sub": "x"}).encode()))
+    with pytest.raises(AttributeError):
+        parsed.header = {}
