@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
-from service.ops.startup import UNANSWERED
+from service.startup import UNANSWERED
 from tests.factories import AUDIENCE, SECRET, default_jwks, jwks
 from tests.jwks_server import DISCOVERY_PATH, JWKS_PATH, JwksServer
 from tests.redis_server import RedisServer, free_port, redis_server
