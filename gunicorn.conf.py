@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find `service`
 
 from service.ops import balance
 from service.ops.gunicorn_logging import logger_for
-from service.ops.startup import load_or_exit
+from service.startup import load_or_exit
 
 settings = load_or_exit(os.environ)
 

@@ -15,8 +15,8 @@ import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
-from service.ops.startup import load_or_exit
 from service.settings import Settings
+from service.startup import load_or_exit
 
 
 def describe(settings: Settings) -> list[str]:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from service import algorithms, urls
-from service.keys import fetch
 
 DEFAULT_LEEWAY = 5.0
 DEFAULT_JWKS_CACHE_TTL = 600.0
@@ -320,7 +319,7 @@ def _is_public_url(url: str) -> bool:
 
 
 def _check_fetch_url(name: str, url: str) -> None:
-    if not fetch.is_secure_url(url):
+    if not urls.is_secure_url(url):
         raise ConfigError(f"{name} must be an https:// URL (plain http is allowed only for localhost).")
 
 

@@ -107,3 +107,16 @@ class ApiUrls:
         if self.public_url is not None:
             return self.public_url.rstrip("/") + normalize_path(raw_path(req))
         return normalize(f"{req.scheme}://{req.netloc}{raw_path(req)}")
+
+
+def is_secure_url(url: object) -> bool:
+    """https, or plain http to loopback only: keys fetched over plain HTTP could be swapped in transit."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # .port raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    loopback = parts.scheme == "http" and host in ("localhost", "127.0.0.1", "::1")
+    return bool(host) and (parts.scheme == "https" or loopback)

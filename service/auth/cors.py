@@ -13,7 +13,7 @@ import logging
 import falcon
 from falcon_cors import CORS
 
-from service.ops.request_id import HEADER
+from service.constants import REQUEST_ID_HEADER as HEADER
 
 ALLOWED_HEADERS = ("Content-Type", "Authorization", "DPoP")
 # Browser apps may read the request id (to report a problem), the challenge (to know what to send) and the

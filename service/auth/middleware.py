@@ -20,6 +20,7 @@ import falcon
 from service import errors
 from service.auth.dpop import NOT_BOUND, OTHER_KEY, REPLAYED, Dpop
 from service.auth.replay import replay_key
+from service.constants import AUTH_ERROR_ENV
 from service.errors import (
     BEARER,
     DPOP,
@@ -33,7 +34,6 @@ from service.errors import (
     InvalidToken,
     UseDpopNonce,
 )
-from service.ops.logs import AUTH_ERROR_ENV
 from service.urls import ApiUrls
 
 _SCHEME = re.compile(r"(bearer|dpop)(?:\s|$)", re.IGNORECASE)

@@ -22,7 +22,8 @@ import time
 import urllib.error
 import urllib.request
 from functools import partial
-from urllib.parse import urlsplit
+
+from service.urls import is_secure_url
 
 MAX_BYTES = 1 << 20  # a JWKS is a few KiB; anything near this is not one
 _CHUNK = 16 << 10
@@ -63,19 +64,6 @@ def network_reason(error: BaseException, timeout: float) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     return error.__class__.__name__
-
-
-def is_secure_url(url: object) -> bool:
-    """https, or plain http to loopback only: keys fetched over plain HTTP could be swapped in transit."""
-    if not isinstance(url, str):
-        return False
-    try:
-        parts = urlsplit(url)
-        host, _ = parts.hostname, parts.port  # .port raises ValueError for a port that is not a number
-    except ValueError:
-        return False
-    loopback = parts.scheme == "http" and host in ("localhost", "127.0.0.1", "::1")
-    return bool(host) and (parts.scheme == "https" or loopback)
 
 
 def get_json(url: str, timeout: float) -> object:

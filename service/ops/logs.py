@@ -12,9 +12,9 @@ import logging
 import re
 import time
 
+from service.constants import AUTH_ERROR_ENV  # noqa: F401  (re-exported)
 from service.ops import request_id
 
-AUTH_ERROR_ENV = "service.auth_error"  # WSGI environ key: the auth failure code, for the access log line
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s [request_id=%(request_id)s]"
 # What a credential looks like in a line, schemes and names in any case: whatever follows "Authorization:" or
 # "Authorization <scheme>" (an opaque token, a Basic pair; the name is kept), a JWT (a JSON header's base64url

@@ -16,7 +16,9 @@ from contextvars import ContextVar
 
 import falcon
 
-HEADER = "X-Request-ID"
+from service.constants import REQUEST_ID_HEADER
+
+HEADER = REQUEST_ID_HEADER
 current: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Letters, digits and . _ : - only, at most 128: enough for UUIDs and tracing ids, and nothing that could

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_py
 
-from service.ops.startup import UNANSWERED
+from service.startup import UNANSWERED
 from tests.support import ROOT
 from tests.support.factories import AUDIENCE, SECRET, default_jwks, jwks
 from tests.support.jwks_server import DISCOVERY_PATH, JWKS_PATH, JwksServer

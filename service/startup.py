@@ -26,7 +26,8 @@ from service.keys.sources import load_keys, prefetch
 from service.ops.logs import configure_logging
 from service.settings import ConfigError, Settings
 
-log = logging.getLogger(__name__)
+# The logger keeps the name it had under ops/ so log lines stay the same.
+log = logging.getLogger("service.ops.startup")
 
 CONFIG_ERROR = 1
 UNANSWERED = 3  # 2 is argparse's usage error
