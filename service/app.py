@@ -18,8 +18,7 @@ from service.auth.dpop import Dpop, ProofVerifier
 from service.auth.middleware import AuthMiddleware, declared_scopes
 from service.auth.nonce import Nonces
 from service.auth.replay import RecordedReplayStore, ReplayStore, replay_store_for
-from service.errors import serialize_error
-from service.keys.jwks import retry_after
+from service.errors import retry_after, serialize_error
 from service.keys.keyset import KeySource
 from service.keys.sources import load_keys
 from service.ops.logs import configure_logging

@@ -26,7 +26,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from service.auth.dpop import access_token_hash, thumbprint
+from service.jose import access_token_hash, thumbprint
 
 ALGORITHM = "RS256"
 DEFAULT_TTL = 3600

@@ -9,6 +9,7 @@ gunicorn refuses before the app runs (the `ApiError` constants below, written by
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import falcon
@@ -98,7 +99,9 @@ class InvalidHeader(AuthError):
     challenge_error = "invalid_request"
 
 
-# Fixed descriptions of InvalidHeader for the DPoP scheme's own header faults (RFC 9449 section 7.1).
+# Fixed descriptions of InvalidHeader: the header's form, then the DPoP scheme's own faults (RFC 9449 section 7.1).
+TOKEN_NOT_FOUND = "Token not found"  # noqa: S105 (a message, not a secret)
+TOO_MANY_PARTS = "Authorization header must be Bearer + \\s + token"
 MUST_START_WITH_DPOP = "Authorization header must start with DPoP"
 DPOP_HEADER_MISSING = "DPoP authorization needs a DPoP proof header"
 DPOP_HEADER_NOT_ONE = "a request carries exactly one DPoP proof header"
@@ -107,6 +110,18 @@ DPOP_HEADER_WITH_BEARER = "a DPoP proof header needs the DPoP authorization sche
 
 class InvalidToken(AuthError):
     """Anything else wrong with the token: malformed, algorithm not allowed, unknown key, missing exp."""
+
+
+# Fixed descriptions of InvalidToken.
+TOKEN_MALFORMED = "token is malformed"  # noqa: S105 (a message)
+ALGORITHM_NOT_ALLOWED = "token algorithm is not allowed"
+UNSUPPORTED_HEADER = "token header has parameters this service does not support"
+NOT_AN_ACCESS_TOKEN = "token type (typ) is not an access token"  # noqa: S105 (a message)
+UNKNOWN_KEY = "token signing key is not known"
+# A DPoP binding failure is the token's (RFC 9449 section 7.1: invalid_token on the DPoP challenge).
+PROOF_OTHER_TOKEN = "DPoP proof is for another access token (ath)"  # noqa: S105 (a message)
+TOKEN_OTHER_KEY = "token is bound to another key than the DPoP proof's"  # noqa: S105 (a message)
+TOKEN_NOT_BOUND = "token is not bound to a DPoP key (cnf.jkt)"  # noqa: S105 (a message)
 
 
 class BoundToken(AuthError):
@@ -155,23 +170,42 @@ class InsufficientScope(AuthError):
         return [f'scope="{" ".join(self.scopes)}"']
 
 
-class JwksUnavailable(AuthError):
-    """No signing keys could be fetched yet: the token may be fine, so this is a 503, not a 401."""
+class ServiceUnavailable(AuthError):
+    """Something the check needs did not answer: the request may be fine, so this is a 503 with `Retry-After`
+    (whole seconds), not a 401, and no challenge: new credentials would not help."""
 
     status = falcon.HTTP_503
-    code = "jwks_unavailable"
-    description = "the identity provider's signing keys are not available yet; retry later"
+    code = "unavailable"
+    description = "the service cannot check this request now; retry later"
     challenge_error = None
 
-    def __init__(self, retry_after: int):
-        super().__init__()
+    def __init__(self, retry_after: int, description: str | None = None):
+        super().__init__(description)
         self.retry_after = retry_after
 
-    def headers(self, challenges: Challenges, scheme: str | None, resource_metadata: str | None) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+    def to_http(
+        self, challenges: Challenges | None = None, scheme: str | None = None, resource_metadata: str | None = None
+    ) -> ApiError:
+        return ApiError(self.status, self.code, self.description, {"Retry-After": str(self.retry_after)})
 
 
-class ReplayStoreUnavailable(JwksUnavailable):
+def retry_after(cooldown: float) -> int:
+    """The `Retry-After` of a ServiceUnavailable while a dependency is left alone for `cooldown` seconds: whole
+    seconds, at least one."""
+    return max(1, math.ceil(cooldown))
+
+
+class JwksUnavailable(ServiceUnavailable):
+    """No signing keys could be fetched yet."""
+
+    code = "jwks_unavailable"
+    description = "the identity provider's signing keys are not available yet; retry later"
+
+
+KEYS_NOT_FETCHED = "the identity provider's signing keys have not been fetched yet"  # /readyz's description
+
+
+class ReplayStoreUnavailable(ServiceUnavailable):
     """The DPoP replay store did not answer: the proof cannot be checked for reuse, so it is not accepted."""
 
     code = "replay_store_unavailable"
@@ -199,6 +233,18 @@ class InvalidDpopProof(AuthError):
     code = "invalid_dpop_proof"
     description = "DPoP proof is not valid"
     challenge_error = "invalid_dpop_proof"
+
+
+# Fixed descriptions of InvalidDpopProof.
+PROOF_MALFORMED = "DPoP proof is malformed"
+PROOF_TOO_LARGE = "DPoP proof is too large"
+PROOF_BAD_HEADER = "DPoP proof header is not valid (typ, alg or jwk)"
+PROOF_BAD_SIGNATURE = "DPoP proof signature is invalid"
+PROOF_WRONG_REQUEST = "DPoP proof is for another request (htm or htu)"
+PROOF_BAD_TIME = "DPoP proof is too old, from the future, or has no iat"
+PROOF_BAD_JTI = "DPoP proof has no valid jti"
+PROOF_NO_ATH = "DPoP proof has no access token hash (ath)"
+PROOF_REPLAYED = "DPoP proof was already used"
 
 
 # Fixed bodies for errors Falcon raises itself; keyed by status code. Descriptions never echo the request.

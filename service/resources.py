@@ -8,7 +8,7 @@ import json
 import falcon
 
 from service.auth.middleware import Requires
-from service.errors import ApiError
+from service.errors import KEYS_NOT_FETCHED, JwksUnavailable
 from service.keys.keyset import KeySource
 from service.ops.metrics import CONTENT_TYPE, Metrics
 from service.urls import ApiUrls
@@ -56,17 +56,12 @@ class Readiness:
 
     def __init__(self, keys: KeySource, retry_after: int):
         self._keys = keys
-        self._retry_after = str(retry_after)
+        self._retry_after = retry_after
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if not self._keys.ready:
             self._keys.start()  # a probe is a reason to try the provider again (at most once per cooldown)
-            raise ApiError(
-                falcon.HTTP_503,
-                "jwks_unavailable",
-                "the identity provider's signing keys have not been fetched yet",
-                {"Retry-After": self._retry_after},
-            )
+            raise JwksUnavailable(self._retry_after, KEYS_NOT_FETCHED).to_http()
         resp.media = {"status": "ready"}
 
     on_head = on_get

@@ -76,6 +76,25 @@ def test_replay_store_unavailable_is_a_503_with_retry_after_and_no_challenge():
     assert errors.error_body(http)["code"] == "replay_store_unavailable"
 
 
+@pytest.mark.parametrize(
+    ("unavailable", "code"),
+    [(errors.JwksUnavailable, "jwks_unavailable"), (errors.ReplayStoreUnavailable, "replay_store_unavailable")],
+)
+def test_the_two_503s_share_one_base_and_neither_is_the_other(unavailable, code):
+    error = unavailable(3)
+    assert isinstance(error, errors.ServiceUnavailable)
+    assert not isinstance(
+        error, errors.JwksUnavailable if unavailable is errors.ReplayStoreUnavailable else errors.ReplayStoreUnavailable
+    )
+    http = error.to_http()
+    assert (http.status_code, http.headers, errors.error_body(http)["code"]) == (503, {"Retry-After": "3"}, code)
+
+
+@pytest.mark.parametrize(("cooldown", "seconds"), [(0.0, 1), (0.2, 1), (1.0, 1), (1.5, 2), (30.0, 30)])
+def test_retry_after_is_the_cooldown_in_whole_seconds_and_at_least_one(cooldown, seconds):
+    assert errors.retry_after(cooldown) == seconds
+
+
 def test_a_description_can_be_narrowed_but_the_class_default_stays():
     assert errors.InvalidToken("token is malformed").description == "token is malformed"
     assert errors.InvalidToken().description == "Token is not valid."

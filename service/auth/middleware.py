@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import falcon
 
 from service import errors
-from service.auth.dpop import NOT_BOUND, OTHER_KEY, REPLAYED, Dpop
-from service.auth.replay import replay_key
+from service.auth.dpop import Dpop
 from service.constants import AUTH_ERROR_ENV
 from service.errors import (
     BEARER,
@@ -29,10 +28,7 @@ from service.errors import (
     BoundToken,
     Challenges,
     InsufficientScope,
-    InvalidDpopProof,
     InvalidHeader,
-    InvalidToken,
-    UseDpopNonce,
 )
 from service.urls import ApiUrls
 
@@ -42,8 +38,6 @@ _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # match goes through the step-by-step checks, which accept nothing more and say what is wrong.
 _WELL_FORMED = re.compile(rf"(?i:(bearer|dpop)) +({_TOKEN68.pattern}) *")
 _SCHEMES = {"bearer": BEARER, "dpop": DPOP}
-TOKEN_NOT_FOUND = "Token not found"  # noqa: S105 (a message, not a secret)
-TOO_MANY_PARTS = "Authorization header must be Bearer + \\s + token"
 
 
 @dataclass(frozen=True)
@@ -89,18 +83,6 @@ def granted_scopes(claims: dict) -> frozenset[str]:
     return frozenset(granted)
 
 
-def bearer_token(header: str | None) -> str:
-    """The token from an `Authorization: Bearer <token>` value (RFC 6750 section 2.1).
-
-    The scheme is case-insensitive; scheme and token are separated by spaces only, and the token must be
-    a token68 (no quotes, commas, tabs or a second credential joined in by a repeated header).
-    """
-    scheme, token = credentials(header)
-    if scheme is not BEARER:
-        raise InvalidHeader()
-    return token
-
-
 def credentials(header: str | None) -> tuple[str, str]:
     """(BEARER or DPOP, token) from an `Authorization` value; the same rules for both schemes (RFC 9449 7.1)."""
     well_formed = _WELL_FORMED.fullmatch(header) if header is not None else None
@@ -119,9 +101,9 @@ def _parse_step_by_step(header: str | None) -> tuple[str, str]:
     name = scheme.group(1)
     credentials = header[len(name) :].strip(" ")
     if not credentials.strip():
-        raise InvalidHeader(TOKEN_NOT_FOUND)
+        raise InvalidHeader(errors.TOKEN_NOT_FOUND)
     if not header[len(name)] == " " or not _TOKEN68.fullmatch(credentials):
-        raise InvalidHeader(TOO_MANY_PARTS)
+        raise InvalidHeader(errors.TOO_MANY_PARTS)
     return _SCHEMES[name.lower()], credentials
 
 
@@ -169,7 +151,7 @@ class AuthMiddleware:
         self._dpop = dpop
         self._bearer = dpop is None or not dpop.required
         self._challenges = Challenges(
-            realm, bearer=self._bearer, dpop_algorithms=dpop.proofs.algorithms if dpop is not None else ()
+            realm, bearer=self._bearer, dpop_algorithms=dpop.algorithms if dpop is not None else ()
         )
         self._on_outcome = on_outcome
 
@@ -188,7 +170,10 @@ class AuthMiddleware:
                     raise BoundToken()
                 requirement.check(claims)
             elif scheme is DPOP and self._dpop is not None:
-                claims = self._dpop_claims(req, resp, token, requirement)
+                url = self._urls.request_url(req) if self._urls is not None else None
+                claims = self._dpop.authenticate(
+                    req, resp, token, url=url, verify_token=self._verifier.verify, authorize=requirement.check
+                )
             else:
                 raise InvalidHeader(None if self._bearer else errors.MUST_START_WITH_DPOP)
         except AuthError as error:
@@ -198,37 +183,6 @@ class AuthMiddleware:
             raise error.to_http(self._challenges, scheme, metadata) from None
         self._on_outcome("ok", scheme)
         req.context.claims = claims
-
-    def _dpop_claims(self, req: falcon.Request, resp: falcon.Response, token: str, requirement: Requires):
-        """The claims of a DPoP-bound `token` whose proof checks out; the proof is recorded last."""
-        proof = req.get_header("DPoP")
-        if not proof or not proof.strip():
-            raise InvalidHeader(errors.DPOP_HEADER_MISSING)
-        if "," in proof:  # gunicorn joins repeated headers with a comma, which no compact JWS holds
-            raise InvalidHeader(errors.DPOP_HEADER_NOT_ONE)
-        claims = self._verifier.verify(token)
-        cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if type(cnf) is dict else None
-        if type(jkt) is not str:
-            raise InvalidToken(NOT_BOUND)
-        if len(cnf) != 1:  # another confirmation too (x5t#S256, ...), which this service cannot check
-            raise BoundToken()
-        url = self._urls.request_url(req) if self._urls is not None else None
-        checked = self._dpop.proofs.verify(proof.strip(" "), method=req.method, url=url, access_token=token)
-        if checked.thumbprint != jkt:
-            raise InvalidToken(OTHER_KEY)
-        nonces = self._dpop.nonces
-        if nonces is not None:
-            step = nonces.step_of(checked.nonce)
-            if step is None:
-                raise UseDpopNonce(nonces.current())
-            if step != nonces.step():  # still accepted, but the client should move on to the current one
-                resp.set_header("DPoP-Nonce", nonces.current())
-        requirement.check(claims)
-        # The record outlives the proof's window by a second, so no instant accepts it twice.
-        if not self._dpop.replay.first_use(replay_key(checked.thumbprint, checked.jti), checked.remaining + 1.0):
-            raise InvalidDpopProof(REPLAYED)
-        return claims
 
 
 def _requirement(resource: object, method: str) -> Requires | None:

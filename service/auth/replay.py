@@ -31,9 +31,8 @@ from redis.retry import Retry
 
 from service.auth import replay_table
 from service.auth.combining import Combiner, QueueTimeout
-from service.errors import ReplayStoreUnavailable
+from service.errors import ReplayStoreUnavailable, retry_after
 from service.keys.fetch import network_reason
-from service.keys.jwks import retry_after
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ def replay_key(thumbprint: str, jti: str) -> bytes:
 
 
 class ReplayStore(Protocol):
-    """Records proofs; several replicas can share one store (see issue 11's Redis store)."""
+    """Records proofs; several processes, or replicas, can share one store."""
 
     def first_use(self, key: bytes, ttl: float) -> bool:
         """Record `key` for `ttl` seconds; True when it was not recorded already. Atomic; may raise

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.errors import InvalidToken, JwksUnavailable
+from service.errors import InvalidToken, JwksUnavailable, retry_after
 from service.keys import fetch
 from service.keys.keyset import KeySet, VerificationKey
 
@@ -86,11 +86,6 @@ class Snapshot:
 
 def _spawn_thread(target: Callable[[], None]) -> None:
     threading.Thread(target=target, name="jwks-refresh", daemon=True).start()
-
-
-def retry_after(cooldown: float) -> int:
-    """Whole seconds a client should wait while no keys are held: the refresh cooldown, at least one."""
-    return max(1, math.ceil(cooldown))
 
 
 def ignore_fetch(result: str) -> None:

@@ -15,10 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
 from service import algorithms
-from service.errors import InvalidToken
-
-UNKNOWN_KEY = "token signing key is not known"
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
+from service.errors import UNKNOWN_KEY, InvalidToken
+from service.jose import PRIVATE_MEMBERS
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -142,7 +140,7 @@ class KeySet(_StaticKeys):
         for jwk in document["keys"]:
             if not isinstance(jwk, dict):
                 raise ValueError("a key in the JWKS is not a JSON object")
-            if any(member in jwk for member in _PRIVATE_MEMBERS):
+            if not PRIVATE_MEMBERS.isdisjoint(jwk):
                 raise ValueError("the JWKS holds private or symmetric key material; publish public keys only")
             kid = jwk.get("kid")
             if kid is not None and not isinstance(kid, str):

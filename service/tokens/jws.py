@@ -13,10 +13,9 @@ import json
 import re
 from typing import NamedTuple
 
-from service.errors import InvalidToken
+from service.errors import TOKEN_MALFORMED, InvalidToken
 
 MAX_TOKEN_LENGTH = 8192  # characters; larger tokens are refused before any decoding
-MALFORMED = "token is malformed"
 
 # The whole token in one match instead of split(".") and a regex per segment: exactly three non-empty runs
 # of the base64url alphabet joined by two dots. The classes are ASCII only (no IGNORECASE), so a token that
@@ -52,7 +51,7 @@ def parse(token: str) -> CompactJws:
         raise InvalidToken("token is too large")
     match = _COMPACT.fullmatch(token)
     if match is None:
-        raise InvalidToken(MALFORMED)
+        raise InvalidToken(TOKEN_MALFORMED)
     header_end, payload_end = match.end(1), match.end(2)
     signed = token.encode("ascii")
     standard = signed.translate(_TO_STANDARD)
@@ -68,7 +67,7 @@ def _decode(segment: bytes) -> bytes:
     """A segment already checked and translated to the standard alphabet, unpadded; trailing bits must be 0."""
     remainder = len(segment) % 4
     if remainder == 1 or segment[-1] not in _CANONICAL_LAST[remainder]:
-        raise InvalidToken(MALFORMED)  # non-canonical: another string decodes to the same bytes
+        raise InvalidToken(TOKEN_MALFORMED)  # non-canonical: another string decodes to the same bytes
     return binascii.a2b_base64(segment + _PADDING[remainder], strict_mode=True)
 
 
@@ -77,9 +76,9 @@ def _json_object(raw: bytes) -> dict:
     try:
         value = _json_value(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError, StopIteration):  # JSONDecodeError is a ValueError
-        raise InvalidToken(MALFORMED) from None
+        raise InvalidToken(TOKEN_MALFORMED) from None
     if type(value) is not dict:
-        raise InvalidToken(MALFORMED)
+        raise InvalidToken(TOKEN_MALFORMED)
     return value
 
 

@@ -13,7 +13,16 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from service.errors import AuthError, InvalidSignature, InvalidToken
+from service.errors import (
+    ALGORITHM_NOT_ALLOWED,
+    NOT_AN_ACCESS_TOKEN,
+    TOKEN_MALFORMED,
+    UNSUPPORTED_HEADER,
+    AuthError,
+    InvalidSignature,
+    InvalidToken,
+)
+from service.jose import REFUSED_HEADER_PARAMETERS
 from service.keys.keyset import KeySource, VerificationKey
 from service.tokens import jws
 from service.tokens.claims import check_claims, valid_until
@@ -21,12 +30,6 @@ from service.tokens.claims import check_claims, valid_until
 log = logging.getLogger(__name__)
 
 MAX_KID_LENGTH = 256
-_ALGORITHM_NOT_ALLOWED = "token algorithm is not allowed"
-_UNSUPPORTED_HEADER = "token header has parameters this service does not support"
-# `crit` names extensions a verifier must understand, and this one understands none (RFC 7515 section
-# 4.1.11); `b64` changes what is signed (RFC 7797). A token carrying either is refused.
-_REFUSED_HEADER_PARAMETERS = frozenset(("crit", "b64"))
-_WRONG_TYPE = "token type (typ) is not an access token"
 # `typ` values of an access token, lower-cased (media types compare case-insensitively, and "application/" may
 # be left out: RFC 7515 section 4.1.9). Any other type (`dpop+jwt`, an ID token's...) is refused, so a JWT made
 # for something else is never taken for an access token; with require_at_jwt only RFC 9068's at+jwt passes.
@@ -83,7 +86,7 @@ class TokenVerifier:
             raise
         except Exception as error:  # a token must never turn into a 5xx, whatever a library raises
             log.warning("token rejected by an unexpected %s", error.__class__.__name__)
-            raise InvalidToken(jws.MALFORMED) from None
+            raise InvalidToken(TOKEN_MALFORMED) from None
         return MappingProxyType(claims), key
 
     def _verify_signature(self, token: str) -> tuple[dict, VerificationKey]:
@@ -91,18 +94,18 @@ class TokenVerifier:
         header = parsed.header
         algorithm = header.get("alg")
         if type(algorithm) is not str or algorithm not in self._algorithms:
-            raise InvalidToken(_ALGORITHM_NOT_ALLOWED)
-        if not _REFUSED_HEADER_PARAMETERS.isdisjoint(header):  # one C loop, not a generator over the names
-            raise InvalidToken(_UNSUPPORTED_HEADER)
+            raise InvalidToken(ALGORITHM_NOT_ALLOWED)
+        if not REFUSED_HEADER_PARAMETERS.isdisjoint(header):  # one C loop, not a generator over the names
+            raise InvalidToken(UNSUPPORTED_HEADER)
         if "typ" in header:
             typ = header["typ"]
             if type(typ) is not str or typ.lower() not in self._types:
-                raise InvalidToken(_WRONG_TYPE)
+                raise InvalidToken(NOT_AN_ACCESS_TOKEN)
         elif self._typ_required:
-            raise InvalidToken(_WRONG_TYPE)
+            raise InvalidToken(NOT_AN_ACCESS_TOKEN)
         kid = header.get("kid")
         if "kid" in header and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):
-            raise InvalidToken(jws.MALFORMED)  # a null kid must not select the key without kid
+            raise InvalidToken(TOKEN_MALFORMED)  # a null kid must not select the key without kid
         key = self._keys.resolve(kid, algorithm)
         if not key.verify(parsed.signing_input, parsed.signature):
             raise InvalidSignature()

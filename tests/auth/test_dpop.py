@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from service import errors, resources
 from service.app import create_app
 from service.auth import dpop
-from service.auth.dpop import ProofVerifier, access_token_hash, thumbprint
+from service.auth.dpop import ProofVerifier
 from service.auth.replay import MemoryReplayStore
 from service.errors import InvalidDpopProof, InvalidToken, ReplayStoreUnavailable
+from service.jose import access_token_hash, thumbprint
 from tests.support.factories import (
     DPOP_KEY,
     DPOP_URL,
@@ -91,26 +92,29 @@ def test_rsa_pss_and_eddsa_proofs_are_accepted(verifier):
 @pytest.mark.parametrize(
     ("build", "description"),
     [
-        (lambda: make_proof(TOKEN, headers={"typ": "JWT"}), dpop.BAD_HEADER),
-        (lambda: make_proof(TOKEN, headers={"typ": None}), dpop.BAD_HEADER),
-        (lambda: make_proof(TOKEN, key=ec.generate_private_key(ec.SECP384R1()), algorithm="ES384"), dpop.BAD_HEADER),
-        (lambda: make_proof(TOKEN, headers={"jwk": None}), dpop.BAD_HEADER),
-        (lambda: make_proof(TOKEN, jwk=public_jwk(OTHER_DPOP_KEY, "x")), dpop.BAD_SIGNATURE),
-        (lambda: make_proof(TOKEN, method="POST"), dpop.WRONG_REQUEST),
-        (lambda: make_proof(TOKEN, url="http://falconframework.org:8080/secured/ping"), dpop.WRONG_REQUEST),
-        (lambda: make_proof(TOKEN, url="https://falconframework.org/secured/ping"), dpop.WRONG_REQUEST),
-        (lambda: make_proof(TOKEN, htu=None), dpop.WRONG_REQUEST),
-        (lambda: make_proof(TOKEN, now=NOW - 301), dpop.BAD_TIME),
-        (lambda: make_proof(TOKEN, now=NOW + 31), dpop.BAD_TIME),
-        (lambda: make_proof(TOKEN, iat=None), dpop.BAD_TIME),
-        (lambda: make_proof(TOKEN, iat=True), dpop.BAD_TIME),
-        (lambda: make_proof(TOKEN, iat=str(int(NOW))), dpop.BAD_TIME),
-        (lambda: make_proof(TOKEN, jti=None), dpop.BAD_JTI),
-        (lambda: make_proof(TOKEN, jti=""), dpop.BAD_JTI),
-        (lambda: make_proof(TOKEN, jti="j" * 257), dpop.BAD_JTI),
-        (lambda: make_proof(None), dpop.NO_ATH),
-        (lambda: make_proof(TOKEN, padding="p" * 4000), dpop.TOO_LARGE),
-        (lambda: "not-a-jws", dpop.MALFORMED),
+        (lambda: make_proof(TOKEN, headers={"typ": "JWT"}), errors.PROOF_BAD_HEADER),
+        (lambda: make_proof(TOKEN, headers={"typ": None}), errors.PROOF_BAD_HEADER),
+        (
+            lambda: make_proof(TOKEN, key=ec.generate_private_key(ec.SECP384R1()), algorithm="ES384"),
+            errors.PROOF_BAD_HEADER,
+        ),
+        (lambda: make_proof(TOKEN, headers={"jwk": None}), errors.PROOF_BAD_HEADER),
+        (lambda: make_proof(TOKEN, jwk=public_jwk(OTHER_DPOP_KEY, "x")), errors.PROOF_BAD_SIGNATURE),
+        (lambda: make_proof(TOKEN, method="POST"), errors.PROOF_WRONG_REQUEST),
+        (lambda: make_proof(TOKEN, url="http://falconframework.org:8080/secured/ping"), errors.PROOF_WRONG_REQUEST),
+        (lambda: make_proof(TOKEN, url="https://falconframework.org/secured/ping"), errors.PROOF_WRONG_REQUEST),
+        (lambda: make_proof(TOKEN, htu=None), errors.PROOF_WRONG_REQUEST),
+        (lambda: make_proof(TOKEN, now=NOW - 301), errors.PROOF_BAD_TIME),
+        (lambda: make_proof(TOKEN, now=NOW + 31), errors.PROOF_BAD_TIME),
+        (lambda: make_proof(TOKEN, iat=None), errors.PROOF_BAD_TIME),
+        (lambda: make_proof(TOKEN, iat=True), errors.PROOF_BAD_TIME),
+        (lambda: make_proof(TOKEN, iat=str(int(NOW))), errors.PROOF_BAD_TIME),
+        (lambda: make_proof(TOKEN, jti=None), errors.PROOF_BAD_JTI),
+        (lambda: make_proof(TOKEN, jti=""), errors.PROOF_BAD_JTI),
+        (lambda: make_proof(TOKEN, jti="j" * 257), errors.PROOF_BAD_JTI),
+        (lambda: make_proof(None), errors.PROOF_NO_ATH),
+        (lambda: make_proof(TOKEN, padding="p" * 4000), errors.PROOF_TOO_LARGE),
+        (lambda: "not-a-jws", errors.PROOF_MALFORMED),
     ],
 )
 def test_each_failed_check_is_invalid_dpop_proof_with_its_fixed_description(verifier, build, description):
@@ -131,13 +135,13 @@ def test_a_jti_of_256_characters_is_accepted(verifier):
 def test_a_proof_for_another_token_is_invalid_token(verifier):
     with pytest.raises(InvalidToken) as raised:
         check(verifier, make_proof("another.access.token"))
-    assert raised.value.description == dpop.OTHER_TOKEN
+    assert raised.value.description == errors.PROOF_OTHER_TOKEN
 
 
 def test_a_private_key_in_jwk_is_refused_even_when_the_signature_verifies(verifier):
     with pytest.raises(InvalidDpopProof) as raised:
         check(verifier, make_proof(TOKEN, jwk=private_jwk(DPOP_KEY)))
-    assert raised.value.description == dpop.BAD_HEADER
+    assert raised.value.description == errors.PROOF_BAD_HEADER
 
 
 def test_an_rsa_key_under_2048_bits_is_refused(verifier):
@@ -145,7 +149,7 @@ def test_an_rsa_key_under_2048_bits_is_refused(verifier):
     proof = make_proof(TOKEN, key=weak, algorithm="PS256")
     with pytest.raises(InvalidDpopProof) as raised:
         check(verifier, proof)
-    assert raised.value.description == dpop.BAD_HEADER
+    assert raised.value.description == errors.PROOF_BAD_HEADER
 
 
 def test_an_algorithm_outside_dpop_algorithms_is_refused_whatever_it_signs_with(verifier):
@@ -228,14 +232,16 @@ def test_a_proof_is_accepted_once(client):
     headers = dpop_headers(bound_token())
     assert get(client, headers).status_code == 200
     again = get(client, headers)
-    assert_refused(again, 401, "invalid_dpop_proof", dpop.REPLAYED, BEARER_THEN_DPOP.format(error="invalid_dpop_proof"))
+    assert_refused(
+        again, 401, "invalid_dpop_proof", errors.PROOF_REPLAYED, BEARER_THEN_DPOP.format(error="invalid_dpop_proof")
+    )
 
 
 def test_a_proof_with_the_same_key_and_jti_is_a_replay_whatever_its_bytes(client):
     token = bound_token()
     assert get(client, dpop_headers(token, make_proof(token, jti="same"))).status_code == 200
     second = get(client, dpop_headers(token, make_proof(token, jti="same")))  # a new ECDSA signature
-    assert second.json["description"] == dpop.REPLAYED
+    assert second.json["description"] == errors.PROOF_REPLAYED
 
 
 def test_a_proof_refused_for_another_reason_is_not_recorded(client):
@@ -246,14 +252,14 @@ def test_a_proof_refused_for_another_reason_is_not_recorded(client):
 
 def test_a_token_bound_to_another_key_is_invalid_token_on_the_dpop_challenge(client):
     result = get(client, dpop_headers(bound_token(dpop_key=OTHER_DPOP_KEY)))
-    assert_refused(result, 401, "invalid_token", dpop.OTHER_KEY, BEARER_THEN_DPOP.format(error="invalid_token"))
+    assert_refused(result, 401, "invalid_token", errors.TOKEN_OTHER_KEY, BEARER_THEN_DPOP.format(error="invalid_token"))
 
 
 @pytest.mark.parametrize("cnf", [None, {}, {"x5t#S256": "abc"}, {"jkt": 1}, "jkt"])
 def test_a_dpop_scheme_token_without_cnf_jkt_is_invalid_token(client, cnf):
     token = make_token(cnf=cnf)
     result = get(client, dpop_headers(token))
-    assert_refused(result, 401, "invalid_token", dpop.NOT_BOUND, BEARER_THEN_DPOP.format(error="invalid_token"))
+    assert_refused(result, 401, "invalid_token", errors.TOKEN_NOT_BOUND, BEARER_THEN_DPOP.format(error="invalid_token"))
 
 
 def test_a_jkt_bound_token_with_another_confirmation_too_is_refused(client):
@@ -317,8 +323,8 @@ def test_token_checks_apply_to_dpop_tokens_unchanged(client):
 def test_a_cached_token_still_gets_its_full_proof_check_on_every_request(client):
     token = bound_token()
     assert get(client, dpop_headers(token)).status_code == 200  # the token is now cached
-    assert get(client, dpop_headers(token, method="POST")).json["description"] == dpop.WRONG_REQUEST
-    assert get(client, dpop_headers(token, key=OTHER_DPOP_KEY)).json["description"] == dpop.OTHER_KEY
+    assert get(client, dpop_headers(token, method="POST")).json["description"] == errors.PROOF_WRONG_REQUEST
+    assert get(client, dpop_headers(token, key=OTHER_DPOP_KEY)).json["description"] == errors.TOKEN_OTHER_KEY
 
 
 def test_required_mode_refuses_bearer_and_sends_the_dpop_challenge_only(clock):
@@ -344,7 +350,7 @@ def test_off_mode_treats_the_dpop_scheme_as_unsupported_and_still_refuses_bound_
 def test_dpop_algorithms_setting_limits_proofs_and_the_challenge(clock):
     client = client_for(clock, dpop_algorithms=("PS256",))
     result = get(client, dpop_headers(bound_token()))
-    assert result.json["description"] == dpop.BAD_HEADER
+    assert result.json["description"] == errors.PROOF_BAD_HEADER
     assert result.headers["www-authenticate"].endswith('DPoP error="invalid_dpop_proof", algs="PS256"')
 
 
@@ -373,7 +379,7 @@ def test_public_url_names_the_resource_the_metadata_url_and_the_htu(clock):
     token = bound_token()
     assert get(client, dpop_headers(token, url="https://api.example.com/v1/secured/ping")).status_code == 200
     wrong = get(client, dpop_headers(token))  # the URL the service itself is reached at is not the public one
-    assert wrong.json["description"] == dpop.WRONG_REQUEST
+    assert wrong.json["description"] == errors.PROOF_WRONG_REQUEST
     assert (
         'resource_metadata="https://api.example.com/.well-known/oauth-protected-resource/v1"'
         in (wrong.headers["www-authenticate"])
@@ -416,7 +422,7 @@ def test_an_unexpected_library_error_is_an_invalid_proof_not_a_5xx(verifier, mon
     monkeypatch.setattr(dpop.jwt, "PyJWK", explode)
     with pytest.raises(InvalidDpopProof) as raised:
         check(verifier, proof)
-    assert raised.value.description == dpop.MALFORMED
+    assert raised.value.description == errors.PROOF_MALFORMED
     assert "unexpected RuntimeError" in caplog.text
 
 
@@ -443,5 +449,5 @@ def test_jwk_members_of_the_wrong_type_are_a_bad_header_not_an_unexpected_error(
     for broken in ({**jwk, "x": ["not", "a", "string"]}, {**jwk, "y": {"a": 1}}, {**jwk, "crv": None}):
         with pytest.raises(InvalidDpopProof) as raised:
             check(verifier, make_proof(TOKEN, jwk=broken))
-        assert raised.value.description == dpop.BAD_HEADER
+        assert raised.value.description == errors.PROOF_BAD_HEADER
     assert "unexpected" not in caplog.text

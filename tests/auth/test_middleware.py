@@ -7,7 +7,7 @@ import falcon.testing
 import pytest
 
 from service import errors
-from service.auth.middleware import AuthMiddleware, Requires, bearer_token, granted_scopes, requires
+from service.auth.middleware import AuthMiddleware, Requires, credentials, granted_scopes, requires
 
 
 class FakeVerifier:
@@ -181,12 +181,12 @@ def test_every_required_scope_must_be_granted():
         ("Bearerx t", errors.InvalidHeader, "Authorization header must start with Bearer"),
     ],
 )
-def test_bearer_token_errors(header, error, description):
+def test_credentials_errors(header, error, description):
     with pytest.raises(error) as raised:
-        bearer_token(header)
+        credentials(header)
     assert raised.value.description == description
 
 
 @pytest.mark.parametrize("header", ["Bearer t", "bearer t", "BEARER t", "Bearer   t  "])
-def test_bearer_token_returns_the_token(header):
-    assert bearer_token(header) == "t"
+def test_credentials_return_the_scheme_and_the_token(header):
+    assert credentials(header) == (errors.BEARER, "t")

@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from service import resources
+from service import errors, resources
 from service.app import create_app
 from service.errors import InvalidToken, TokenExpired
 from service.keys.keyset import VerificationKey
@@ -931,20 +931,20 @@ H, P, S = GENUINE_HS.split(".")
 @pytest.mark.parametrize(
     ("text", "description"),
     [
-        pytest.param("", jws.MALFORMED, id="empty"),
-        pytest.param(f"{H}.{P}.{S}\n", jws.MALFORMED, id="trailing-newline"),
-        pytest.param(f"{H}.{P}.{S}\r\n", jws.MALFORMED, id="trailing-crlf"),
-        pytest.param(f"{H}.{P[:8]}\n{P[8:]}.{S}", jws.MALFORMED, id="newline-inside"),
-        pytest.param(f"{H}.{P[:8]}\t{P[8:]}.{S}", jws.MALFORMED, id="tab-inside"),
-        pytest.param(f"{H} .{P}.{S}", jws.MALFORMED, id="space-before-dot"),
-        pytest.param(f" {H}.{P}.{S}", jws.MALFORMED, id="leading-space"),
-        pytest.param(f"{H}.{P}.{S}=", jws.MALFORMED, id="padding"),
-        pytest.param(f"{H}%2E{P}.{S}", jws.MALFORMED, id="percent-encoded-dot"),
-        pytest.param(f"{H}.{P}.{S.replace(S[0], chr(0xFF10 + 1))}", jws.MALFORMED, id="fullwidth-character"),
-        pytest.param(f"{H}.{P}.{S[:-1]}\u0663", jws.MALFORMED, id="arabic-indic-digit"),
-        pytest.param(f"{H}.{P}.{S[:-1]}\u212a", jws.MALFORMED, id="kelvin-sign"),
-        pytest.param(f"{H}.{P}.{S}.", jws.MALFORMED, id="four-segments"),
-        pytest.param(f"{H}.{P}", jws.MALFORMED, id="two-segments"),
+        pytest.param("", errors.TOKEN_MALFORMED, id="empty"),
+        pytest.param(f"{H}.{P}.{S}\n", errors.TOKEN_MALFORMED, id="trailing-newline"),
+        pytest.param(f"{H}.{P}.{S}\r\n", errors.TOKEN_MALFORMED, id="trailing-crlf"),
+        pytest.param(f"{H}.{P[:8]}\n{P[8:]}.{S}", errors.TOKEN_MALFORMED, id="newline-inside"),
+        pytest.param(f"{H}.{P[:8]}\t{P[8:]}.{S}", errors.TOKEN_MALFORMED, id="tab-inside"),
+        pytest.param(f"{H} .{P}.{S}", errors.TOKEN_MALFORMED, id="space-before-dot"),
+        pytest.param(f" {H}.{P}.{S}", errors.TOKEN_MALFORMED, id="leading-space"),
+        pytest.param(f"{H}.{P}.{S}=", errors.TOKEN_MALFORMED, id="padding"),
+        pytest.param(f"{H}%2E{P}.{S}", errors.TOKEN_MALFORMED, id="percent-encoded-dot"),
+        pytest.param(f"{H}.{P}.{S.replace(S[0], chr(0xFF10 + 1))}", errors.TOKEN_MALFORMED, id="fullwidth-character"),
+        pytest.param(f"{H}.{P}.{S[:-1]}\u0663", errors.TOKEN_MALFORMED, id="arabic-indic-digit"),
+        pytest.param(f"{H}.{P}.{S[:-1]}\u212a", errors.TOKEN_MALFORMED, id="kelvin-sign"),
+        pytest.param(f"{H}.{P}.{S}.", errors.TOKEN_MALFORMED, id="four-segments"),
+        pytest.param(f"{H}.{P}", errors.TOKEN_MALFORMED, id="two-segments"),
         pytest.param(f"{H}.{P}.{S}" + "A" * 8192, "token is too large", id="too-large"),
     ],
 )
@@ -959,7 +959,7 @@ def test_parse_turns_deeply_nested_json_into_invalid_token_not_recursion_error(d
     nested = segment(json_with(payload(), '"deep": ' + _nested(depth, "[", "]")))
     with pytest.raises(InvalidToken) as raised:
         jws.parse(f"{H}.{nested}.{S}")
-    assert raised.value.description == jws.MALFORMED
+    assert raised.value.description == errors.TOKEN_MALFORMED
 
 
 class _RecordingAlgorithm:

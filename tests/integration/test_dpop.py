@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from service import resources
-from service.auth import dpop, replay_table
+from service import errors, resources
+from service.auth import replay_table
 from service.auth.replay import REPLAY_FILE
 from service.settings import DEFAULT_DPOP_REPLAY_CAPACITY
 from tests.support.factories import AUDIENCE, ISSUER, SECRET, bound_token, make_proof
@@ -86,7 +86,7 @@ def test_a_proof_accepted_by_one_worker_is_refused_by_the_other(server):
         for n in range(2 * WORKER_CONNECTIONS):
             replay = send(server, token, proof, f"replay-{run}-{n}")
             assert replay.status == 401
-            assert replay.json() == {"code": "invalid_dpop_proof", "description": dpop.REPLAYED}
+            assert replay.json() == {"code": "invalid_dpop_proof", "description": errors.PROOF_REPLAYED}
             assert 'DPoP error="invalid_dpop_proof"' in replay.headers["WWW-Authenticate"]
             if served_by(server, f"replay-{run}-{n}") != accepting:
                 return
@@ -132,7 +132,7 @@ def test_the_replay_directory_lives_as_long_as_its_master_even_across_a_reload(t
             time.sleep(0.1)
         time.sleep(0.5)  # the new workers load the app
         # The new workers share the same directory, so the proof stays used.
-        assert send(running, token, proof, "after-reload").json()["description"] == dpop.REPLAYED
+        assert send(running, token, proof, "after-reload").json()["description"] == errors.PROOF_REPLAYED
         assert list(temp.glob("jwt-api-dpop-*")) == [directory]
     assert list(temp.glob("jwt-api-dpop-*")) == []  # removed by the master on exit
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis as redis_py
 
-from service import resources
-from service.auth import dpop
+from service import errors, resources
 from service.errors import ReplayStoreUnavailable
 from tests.support.factories import AUDIENCE, ISSUER, SECRET, bound_token, make_proof, wall_clock_token
 from tests.support.gunicorn_server import (
@@ -103,7 +102,7 @@ def assert_unavailable(response: Response) -> None:
 
 def assert_replayed(response: Response) -> None:
     assert response.status == 401, response.text
-    assert response.json() == {"code": "invalid_dpop_proof", "description": dpop.REPLAYED}
+    assert response.json() == {"code": "invalid_dpop_proof", "description": errors.PROOF_REPLAYED}
     assert 'DPoP error="invalid_dpop_proof"' in response.headers["WWW-Authenticate"]
 
 

@@ -55,6 +55,7 @@ def test_encryption_keys_and_keys_for_other_algorithms_are_skipped():
         ({"keys": "x"}, "not a JWKS"),
         ({"keys": ["x"]}, "not a JSON object"),
         (jwks({**RSA_JWK, "d": "secret"}), "private"),
+        (jwks({**RSA_JWK, "oth": []}), "private"),  # RSA's other primes: a private member, as a proof's jwk too
         (jwks({"kty": "oct", "k": "c2VjcmV0"}), "private or symmetric"),
         (jwks({**RSA_JWK, "kid": 7}), "not a string"),
         (jwks(RSA_JWK, RSA_JWK), "two keys"),

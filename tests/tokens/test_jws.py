@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from service import errors
 from service.errors import InvalidToken
 from service.tokens import jws
 from tests.support.jose import b64url
@@ -31,7 +32,7 @@ def reference_json(raw: bytes) -> object:
 def refused(text: str) -> bool:
     with pytest.raises(InvalidToken) as raised:
         jws.parse(text)
-    return raised.value.description == jws.MALFORMED
+    return raised.value.description == errors.TOKEN_MALFORMED
 
 
 def test_the_signing_input_is_the_original_text_and_segments_decode_in_the_url_safe_alphabet():
