@@ -58,7 +58,7 @@ control_socket_disable = True
 # them (prometheus_client's multiprocess mode; see service/ops/metrics.py).
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # DPoP: every worker records the proofs it accepted in one table file here that each maps into memory, so a proof
-# replayed to another worker of this master is refused too (service/auth/replay_table.py; DPOP_REPLAY_CAPACITY
+# replayed to another worker of this master is refused too (service/auth/replay/table.py; DPOP_REPLAY_CAPACITY
 # proofs, a 24 MiB file by default). An operator's own DPOP_REPLAY_DIR is used as it is.
 REPLAY_DIR = "DPOP_REPLAY_DIR"
 

@@ -5,7 +5,7 @@
 First inserts only, until a key finds both of its buckets full: the share of the table then held. Then, for
 each of LEVELS, a steady load: every entry lives as long as the level's share of the table takes to insert,
 so that share is held once the table has filled, and TURNOVERS times that many keys more are inserted; it
-prints how many of them were refused (TableFull). The real table (service/auth/replay_table.py) in a file in a
+prints how many of them were refused (TableFull). The real table (service/auth/replay/table.py) in a file in a
 temporary directory, one process. A benchmark, not a test.
 """
 
@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 
-from service.auth.replay_table import ReplayTable, TableFull, file_size
+from service.auth.replay.table import ReplayTable, TableFull, file_size
 
 LEVELS = (0.80, 0.85, 0.90, 0.95)
 STEP_MS = 1  # the fake clock moves this much per insert

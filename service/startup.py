@@ -18,8 +18,8 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 
-from service.auth import replay_table
 from service.auth.replay import REPLAY_FILE, RedisReplayStore, replay_store_for
+from service.auth.replay import table as replay_table
 from service.keys.fetch import FetchError, network_reason
 from service.keys.jwks import RemoteKeySet
 from service.keys.sources import load_keys, prefetch

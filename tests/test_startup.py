@@ -5,7 +5,7 @@ import json
 import pytest
 
 from service.auth.replay import REPLAY_FILE
-from service.auth.replay_table import ReplayTable
+from service.auth.replay.table import ReplayTable
 from service.startup import load_or_exit
 from tests.support.factories import SECRET, default_jwks, write_jwks
 from tests.support.processes import free_port

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from service import errors, resources
-from service.auth import replay_table
 from service.auth.replay import REPLAY_FILE
+from service.auth.replay import table as replay_table
 from service.settings import DEFAULT_DPOP_REPLAY_CAPACITY
 from tests.support.factories import AUDIENCE, ISSUER, SECRET, bound_token, make_proof
 from tests.support.gunicorn_server import (

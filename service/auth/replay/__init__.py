@@ -8,7 +8,7 @@ Stores answer one atomic question, `first_use(key, ttl)`, and raise `ReplayStore
 - `SharedMemoryReplayStore`: every process on one host, in a hash table in a file that each maps into memory,
   in the gunicorn master's temporary directory (gunicorn.conf.py sets DPOP_REPLAY_DIR); it holds
   DPOP_REPLAY_CAPACITY proofs and refuses new ones (503) when full, never dropping a live one
-  (service.auth.replay_table);
+  (service.auth.replay.table);
 - `RedisReplayStore`: every replica sharing one Redis (DPOP_REPLAY_STORE), one `SET key 1 NX PX ttl` per proof.
 `RecordedReplayStore` wraps any of them to count its calls by outcome and time them (service.ops.metrics).
 """
@@ -29,8 +29,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from service.auth import replay_table
 from service.auth.combining import Combiner, QueueTimeout
+from service.auth.replay import table as replay_table
 from service.errors import ReplayStoreUnavailable, retry_after
 from service.keys.fetch import network_reason
 from service.settings import Settings
@@ -115,7 +115,7 @@ class MemoryReplayStore:
 
 
 class SharedMemoryReplayStore:
-    """The table file at `path` (service.auth.replay_table), mapped by every process on the host that opens it.
+    """The table file at `path` (service.auth.replay.table), mapped by every process on the host that opens it.
 
     Each process opens it for itself on first use, so each has its own descriptor and so its own flock turn. A
     table that cannot be opened, made or used as configured, that is full, or whose turn another process held

@@ -1,4 +1,4 @@
-"""The host-local replay table (service/auth/replay_table.py): its file, its buckets, when it is full, its lock."""
+"""The host-local replay table (service/auth/replay/table.py): its file, its buckets, when it is full, its lock."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from service.auth import replay_table
 from service.auth.replay import replay_key
-from service.auth.replay_table import HEADER, ReplayTable, TableBusy, TableFull, TableMismatch
+from service.auth.replay import table as replay_table
+from service.auth.replay.table import HEADER, ReplayTable, TableBusy, TableFull, TableMismatch
 from service.settings import ConfigError
 
 NOW = 1_700_000_000.0
