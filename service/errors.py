@@ -114,6 +114,10 @@ class InvalidToken(AuthError):
 
 # Fixed descriptions of InvalidToken.
 TOKEN_MALFORMED = "token is malformed"  # noqa: S105 (a message)
+TOKEN_TOO_LARGE = "token is too large"  # noqa: S105 (a message)
+NO_EXPIRY = "token has no expiry (exp)"
+NO_ISSUE_TIME = "token has no issue time (iat)"
+INVALID_CLAIM = "token has an invalid {name} claim"
 ALGORITHM_NOT_ALLOWED = "token algorithm is not allowed"
 UNSUPPORTED_HEADER = "token header has parameters this service does not support"
 NOT_AN_ACCESS_TOKEN = "token type (typ) is not an access token"  # noqa: S105 (a message)

@@ -10,7 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 
-from service.errors import InvalidAudience, InvalidIssuer, InvalidToken, TokenExpired, TokenNotYetValid
+from service.errors import (
+    INVALID_CLAIM,
+    NO_EXPIRY,
+    NO_ISSUE_TIME,
+    InvalidAudience,
+    InvalidIssuer,
+    InvalidToken,
+    TokenExpired,
+    TokenNotYetValid,
+)
 
 
 def check_claims(
@@ -28,7 +37,7 @@ def check_claims(
     """
     exp = _numeric_date(claims, "exp")
     if exp is None:
-        raise InvalidToken("token has no expiry (exp)")
+        raise InvalidToken(NO_EXPIRY)
     if now >= exp + leeway:
         raise TokenExpired()
     nbf, iat = _numeric_date(claims, "nbf"), _numeric_date(claims, "iat")
@@ -36,7 +45,7 @@ def check_claims(
         raise TokenNotYetValid()
     if max_age is not None:
         if iat is None:
-            raise InvalidToken("token has no issue time (iat)")
+            raise InvalidToken(NO_ISSUE_TIME)
         if now >= iat + max_age + leeway:
             raise TokenExpired()
     if issuer is not None and claims.get("iss") != issuer:
@@ -65,7 +74,7 @@ def _numeric_date(claims: dict, name: str) -> float | None:
             value = math.inf
         if math.isfinite(value):
             return value
-    raise InvalidToken(f"token has an invalid {name} claim")
+    raise InvalidToken(INVALID_CLAIM.format(name=name))
 
 
 def _audience_matches(aud: object, audiences: Collection[str]) -> bool:

@@ -13,7 +13,7 @@ import json
 import re
 from typing import NamedTuple
 
-from service.errors import TOKEN_MALFORMED, InvalidToken
+from service.errors import TOKEN_MALFORMED, TOKEN_TOO_LARGE, InvalidToken
 
 MAX_TOKEN_LENGTH = 8192  # characters; larger tokens are refused before any decoding
 
@@ -48,7 +48,7 @@ class CompactJws(NamedTuple):
 def parse(token: str) -> CompactJws:
     """Split and decode a compact JWS; raises InvalidToken for anything but three strict segments of JSON."""
     if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken("token is too large")
+        raise InvalidToken(TOKEN_TOO_LARGE)
     match = _COMPACT.fullmatch(token)
     if match is None:
         raise InvalidToken(TOKEN_MALFORMED)
