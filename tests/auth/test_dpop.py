@@ -441,7 +441,7 @@ def test_a_store_that_does_not_answer_gives_dpop_requests_503_and_leaves_bearer_
     assert result.headers["retry-after"] == "1"
     assert "www-authenticate" not in result.headers
     assert get(client, {"Authorization": f"Bearer {make_token()}"}).status_code == 200
-    assert client.simulate_get("/readyz").status_code == 200  # see README, "DPoP": a shared outage keeps pods in
+    assert client.simulate_get("/readyz").status_code == 200  # docs/dpop.md: a shared outage keeps pods in
 
 
 def test_jwk_members_of_the_wrong_type_are_a_bad_header_not_an_unexpected_error(verifier, caplog):
