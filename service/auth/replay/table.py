@@ -21,7 +21,7 @@ another of the worker's threads takes the GIL at once, and getting it back can t
 interval (5 ms), while this one holds the turn and its siblings queue on the threading.Lock, each of them then
 waiting for the GIL in turn. So flock is called through ctypes.PyDLL, which keeps the GIL (fcntl.flock lets it
 go); both calls are non-blocking (LOCK_NB, LOCK_UN), so keeping it costs nothing. And a turn another process
-holds is retried SPINS times with the GIL held, for about half a millisecond at most, since a turn lasts
+holds is retried SPINS times with the GIL held, far shorter than a scheduler tick, since a turn lasts
 microseconds; only a longer wait (a holder the kernel descheduled, or stopped) yields the CPU and sleeps.
 """
 
@@ -51,7 +51,7 @@ KEYS_BYTES = BUCKET_SLOTS * KEY_BYTES
 BUCKET_BYTES = KEYS_BYTES + BUCKET_SLOTS * 8  # the keys, then their int64 expiry times
 SECRET_BYTES = 16
 LOCK_TIMEOUT = 1.0  # seconds a call waits for its turn before TableBusy
-# A busy turn is tried again SPINS times at once (about a microsecond each, the GIL held), then after each of
+# A busy turn is tried again SPINS times at once (the GIL held), then after each of
 # YIELDS yields of the CPU, then after sleeps of 20 us doubling to 1 ms.
 SPINS, YIELDS = 500, 3
 FIRST_SLEEP, LONGEST_SLEEP = 0.00002, 0.001
