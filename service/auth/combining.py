@@ -1,8 +1,8 @@
 """Concurrent requests' Redis replay-store writes combined into one pipelined round trip per worker (flat combining).
 
 Written by hand because redis-py's blocking client does not batch on its own: it makes each `SET` a round trip
-of its own (on loopback, one thread, hiredis on: about 106 us of the worker's CPU per `SET`, 40 of them in
-`sendall` and `recv` alone, and about 50 us of Redis's; a pipeline of 4 took 21 and 13 per `SET`). Here a
+of its own, and the round trip, not the command, is most of what a `SET` costs the worker and Redis, which a
+pipeline pays once for all its commands (docs/performance.md, "Why the hot path looks like this"). Here a
 request that finds no batch in flight runs its own write at once; requests arriving meanwhile queue theirs, and
 when the batch ends the first of them runs the whole queue as the next batch, one pipelined round trip. Alone,
 a request pays one lock more.

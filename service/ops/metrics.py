@@ -10,8 +10,8 @@ imported, so only the workers import this module (through service.app), after gu
 variable in the master.
 
 Counts are batched: in multiprocess mode every prometheus_client increment takes a process-wide lock and writes
-its file, about 1.5 us each and five per secured request (about a tenth of a worker's throughput, measured with
-`make loadtest`), and prometheus_client has no batched form. So a request only adds to a pending tally here,
+its file, a secured request makes five, and prometheus_client has no batched form (the cost per increment is in
+docs/performance.md, "Why the hot path looks like this"). So a request only adds to a pending tally here,
 and the tally goes into prometheus_client's values once per `FLUSH_INTERVAL` (from a background thread),
 before every exposition, and when the worker exits. A scrape therefore sees another worker's counts at most
 `FLUSH_INTERVAL` late, and a worker killed with SIGKILL loses at most its last interval of counts.
@@ -45,9 +45,11 @@ FLUSH_INTERVAL = 1.0  # seconds between flushes of the pending tally in multipro
 class _Route:
     """One route's latency series and its request counters by Falcon status, bound as they are first used.
 
-    `buckets[i]` and `add_seconds` add to the histogram child's own values (its `_buckets` and `_sum`): the only
-    way to add many observations at once, which Histogram's public `observe` cannot. The pinned
-    prometheus_client version keeps these names; tests/ops/test_metrics.py checks buckets, count and sum.
+    `buckets[i]` and `add_seconds` add to the histogram child's own values (its private `_buckets` and `_sum`):
+    the only way to add many observations at once, where Histogram's public `observe` writes two values per
+    observation. Kept because the saving shows in every request's cost (docs/performance.md, "Why the hot path
+    looks like this"); tests/ops/test_metrics.py fails if prometheus_client stops exposing these values exactly
+    as `observe` would, in one process and in multiprocess mode.
     """
 
     __slots__ = ("add_seconds", "bounds", "buckets", "counters")

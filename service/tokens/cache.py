@@ -57,13 +57,13 @@ class CachingVerifier:
         self._on_hit = on_hit
         self._on_miss = on_miss
         # Insertion order is eviction order. A plain dict would do the same with `del d[next(iter(d))]`, but its
-        # iteration walks over the slots deleted at its front until it is resized: 4.6 us per eviction on a full
-        # 10,000-entry cache, against 0.6 us for popitem(last=False), paid by every token seen for the first time.
+        # iteration walks over the slots deleted at its front until it is next resized, a cost paid by every
+        # token seen for the first time once the cache is full; popitem(last=False) unlinks the oldest at once
+        # (docs/performance.md, "Why the hot path looks like this").
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        # Writers (insert, evict, drop a stale entry) hold the lock; readers do not. OrderedDict.get is dict.get
-        # itself (the C OrderedDict does not override it) and reads only the hash table, while popitem and
-        # insertion update the table and their linked list in C, with string keys and entries whose teardown
-        # runs no Python code, so neither lets the GIL go mid-update: a reader sees an entry or None.
+        # Lookups and changes hold the lock, for the dict operation only (never across a verification). A lookup
+        # without it would rest on the GIL keeping OrderedDict's C updates whole, for a saving too small to show
+        # in a request's cost (docs/performance.md).
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -71,7 +71,8 @@ class CachingVerifier:
 
     def verify(self, token: str) -> Mapping:
         """The token's claims, from the cache while its entry holds, else from a full verification."""
-        entry = self._entries.get(token)
+        with self._lock:
+            entry = self._entries.get(token)
         now = self._clock()
         if entry is not None:
             if now < entry.expires_at and self._keys.holds(entry.key):

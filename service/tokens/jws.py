@@ -35,8 +35,8 @@ _CANONICAL_LAST = (_ALPHABET, b"", _ALPHABET[::16], _ALPHABET[::4])
 class CompactJws(NamedTuple):
     """A parsed token: header and payload objects, the bytes the signature covers, and the signature.
 
-    A NamedTuple rather than a frozen dataclass: equally read-only, and built in a third of the time (a
-    frozen dataclass's __init__ sets each field through object.__setattr__).
+    A NamedTuple rather than a frozen dataclass: equally read-only, and cheaper to build (a frozen
+    dataclass's __init__ sets each field through object.__setattr__).
     """
 
     header: dict
@@ -90,6 +90,11 @@ def _json_value(text: str) -> object:
     exactly at the end of the text, `decode` would have returned the same value; any other text (leading or
     trailing whitespace, extra data, not an object) goes through `decode` itself. The scanner raises what
     `decode` raises, except a bare StopIteration for a missing value, which `_json_object` also catches.
+
+    `scan_once` is an attribute `JSONDecoder.__init__` sets, not documented API. It is called directly because
+    skipping `decode`'s wrapper is a measurable share of every full verification (`python -m loadtest.micro
+    hot`; docs/performance.md, "Why the hot path looks like this"), and tests/tokens/test_jws.py fails if the
+    scanner stops behaving as relied on here.
     """
     if text[:1] == "{":
         value, end = _SCAN_ONCE(text, 0)

@@ -1,21 +1,30 @@
 """Prometheus metrics in-process: what /metrics counts, by which labels, and nothing when METRICS is off.
 
 Each app has a registry of its own, so every test starts from zero. Multiprocess mode (every gunicorn worker
-in one scrape) is tested through real gunicorn in tests/integration/test_metrics.py.
+in one scrape) is tested through real gunicorn in tests/integration/test_metrics.py; the histogram values the
+pending tally writes to are pinned here in both modes, multiprocess in a Python process of its own.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import falcon
 import falcon.testing
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import resources
 from service.app import create_app
 from service.errors import ReplayStoreUnavailable
 from service.keys.fetch import FetchError
 from service.keys.jwks import RemoteKeySet
-from service.ops.metrics import CONTENT_TYPE, UNMATCHED, Metrics, RequestMetrics
+from service.ops.metrics import CONTENT_TYPE, REPLAY_BUCKETS, UNMATCHED, Metrics, RequestMetrics
 from tests.support.factories import (
     RSA_KEY,
     FakeClock,
@@ -237,3 +246,69 @@ def test_dpop_is_served_with_metrics_off(clock):
     client = falcon.testing.TestClient(create_app(hs_settings(metrics=False), clock=clock))
     assert client.simulate_get("/secured/ping", headers=dpop_headers(bound_token())).status_code == 200
     assert client.simulate_get("/metrics").status_code == 404
+
+
+# Metrics batches histogram observations by adding to the histogram child's private per-bucket values
+# (`_buckets`, `_upper_bounds`, `_sum`). What it relies on: added to that way, a histogram shows in the exposition
+# exactly as the same observations through the public `observe` would. The seconds fall on bounds, between them,
+# at zero and past the last bound.
+PINNED_SECONDS = (0.0, 0.00005, 0.00006, 0.0003, 0.0003, 0.001, 0.0049, 0.25, 0.9999, 1.0, 1.5, 30.0)
+REPLAY_HISTOGRAM = "jwt_api_dpop_replay_check_duration_seconds"
+REFERENCE_HISTOGRAM = "pinned_reference_seconds"
+
+
+def batched_and_observed(multiprocess_dir: str | None = None) -> dict[str, dict[str, float]]:
+    """The replay histogram's samples after Metrics recorded PINNED_SECONDS, and a plain Histogram's after
+    `observe` of each: {"batched" or "observed": {"_bucket le" or "_count" or "_sum": value}}."""
+    metrics = Metrics(multiprocess_dir, flush_interval=3600)
+    registry = CollectorRegistry()
+    reference = Histogram(REFERENCE_HISTOGRAM, "observe, for comparison", buckets=REPLAY_BUCKETS, registry=registry)
+    for seconds in PINNED_SECONDS:
+        metrics.replay_check("ok", seconds)
+        reference.observe(seconds)
+    text = metrics.exposition().decode()  # in multiprocess mode, every histogram written to the directory
+    if multiprocess_dir is None:
+        text += generate_latest(registry).decode()
+    found: dict[str, dict[str, float]] = {"batched": {}, "observed": {}}
+    for family in text_string_to_metric_families(text):
+        way = {REPLAY_HISTOGRAM: "batched", REFERENCE_HISTOGRAM: "observed"}.get(family.name)
+        for sample in family.samples if way else ():
+            suffix = sample.name.removeprefix(family.name)
+            if suffix != "_created":
+                found[way][f"{suffix} {sample.labels.get('le', '')}".strip()] = sample.value
+    return found
+
+
+def assert_batched_as_observed(found: dict[str, dict[str, float]]) -> None:
+    batched, observed = found["batched"], found["observed"]
+    assert len(observed) == len(REPLAY_BUCKETS) + 3  # a bucket per bound and +Inf, _count and _sum
+    assert batched.pop("_sum") == pytest.approx(observed.pop("_sum"))
+    assert batched == observed
+    assert observed["_count"] == len(PINNED_SECONDS)
+    assert observed["_bucket 0.0005"] == 5  # the bound itself is in its bucket (observe's `<=`)
+
+
+def test_histogram_values_added_per_bucket_show_as_observe_shows_them():
+    assert_batched_as_observed(batched_and_observed())
+
+
+def test_histogram_values_added_per_bucket_show_as_observe_shows_them_in_multiprocess_mode(tmp_path):
+    # prometheus_client picks multiprocess mode at import, so this runs in a process of its own.
+    program = (
+        "import json, sys\n"
+        "from tests.ops.test_metrics import batched_and_observed\n"
+        "print(json.dumps(batched_and_observed(sys.argv[1])))"
+    )
+    environ = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(tmp_path)],
+        cwd=root,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert any(tmp_path.iterdir())  # the values went to the multiprocess files
+    assert_batched_as_observed(json.loads(done.stdout))

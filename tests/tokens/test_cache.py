@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import sys
+import threading
+
 import falcon.testing
 import pytest
 
@@ -250,3 +253,41 @@ def test_cache_hits_still_refresh_stale_keys_so_a_removed_key_stops_working(cloc
     with pytest.raises(errors.InvalidToken):
         cache.verify(token)
     assert inner.calls == 2
+
+
+def test_threads_sharing_the_cache_each_get_their_own_claims_and_the_bound_holds(clock):
+    # Gthread workers share one cache: lookups, insertions, evictions and stale entries dropped at once, with
+    # thread switches forced often. Without the lock, two insertions could both see room and pass max_size.
+    cache, _ = cached(clock, max_size=4, ttl=2.0)
+    tokens = [make_token(sub=f"user-{n}") for n in range(12)]
+    problems: list[str] = []
+    ready = threading.Barrier(5)
+
+    def look_up(start: int) -> None:
+        ready.wait()
+        try:
+            for n in range(800):
+                token = tokens[(start + n * 5) % len(tokens)]
+                if cache.verify(token)["sub"] != f"user-{tokens.index(token)}":
+                    problems.append(f"wrong claims for {token}")
+                if len(cache) > 4:
+                    problems.append(f"{len(cache)} entries")
+        except Exception as error:  # any error in a thread is the test's failure
+            problems.append(repr(error))
+
+    def age() -> None:  # entries outlive their TTL now and then, so lookups drop them while others evict
+        ready.wait()
+        for _ in range(100):
+            clock.now += 1.5
+
+    threads = [threading.Thread(target=look_up, args=(start,)) for start in range(4)] + [threading.Thread(target=age)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert problems == []

@@ -6,6 +6,7 @@ that are written for speed, against the slow, obvious reference they replace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -114,3 +115,63 @@ def test_parse_result_is_read_only():
     parsed = jws.parse(compact(b'{"alg":"HS256"}', json.dumps({"sub": "x"}).encode()))
     with pytest.raises(AttributeError):
         parsed.header = {}
+
+
+# What _json_value relies on in the json module: JSONDecoder's `scan_once` attribute (not documented API) is the
+# C scanner, takes (text, index) and returns (value, end), applies the decoder's hooks, and refuses what `decode`
+# refuses for text that starts with "{". Each test below fails if the json module changes one of these.
+OBJECT_TEXTS = [
+    '{"a":1}',
+    '{"a":1} ',
+    '{"a":1}x',
+    '{"a":1} {}',
+    '{"a":{"b":[1,2.5,"c",null,true]}}',
+    '{"a":1,"a":2}',
+    '{"a":{"b":1,"b":2}}',
+    '{"a":}',
+    '{"a": [1, }',
+    '{"a":NaN}',
+    '{"a":-Infinity}',
+    '{"a":Infinity}',
+    "{",
+    "{}",
+    '{"a":"\\ud800"}',
+    '{"a":' + "[" * 2000 + "]" * 2000 + "}",
+]
+
+
+def test_the_strict_decoder_scans_with_the_c_scanner():
+    assert json.scanner.c_make_scanner is not None
+    assert isinstance(jws._SCAN_ONCE, json.scanner.c_make_scanner)
+    assert jws._SCAN_ONCE is jws._JSON.scan_once
+
+
+def test_scan_once_returns_the_value_and_the_index_after_it():
+    assert jws._SCAN_ONCE('{"a":1}', 0) == ({"a": 1}, 7)
+    assert jws._SCAN_ONCE('{"a":1}  {"b":2}', 0) == ({"a": 1}, 7)
+    assert jws._SCAN_ONCE('x{"b":[2]}', 1) == ({"b": [2]}, 10)
+
+
+def test_scan_once_applies_the_decoders_hooks():
+    with pytest.raises(ValueError, match="duplicate member name"):
+        jws._SCAN_ONCE('{"a":1,"a":2}', 0)
+    with pytest.raises(ValueError, match="NaN is not JSON"):
+        jws._SCAN_ONCE('{"a":NaN}', 0)
+
+
+def test_scan_once_signals_a_missing_value_with_stop_iteration():
+    with pytest.raises(StopIteration):
+        jws._SCAN_ONCE("", 0)
+
+
+@pytest.mark.parametrize("text", OBJECT_TEXTS, ids=range(len(OBJECT_TEXTS)))
+def test_scan_once_over_an_object_gives_what_decode_gives_and_never_ends_a_text_decode_refuses(text):
+    try:
+        expected = jws._JSON.decode(text)
+    except (ValueError, RecursionError):
+        with contextlib.suppress(ValueError, RecursionError, StopIteration):
+            assert jws._SCAN_ONCE(text, 0)[1] < len(text)  # a scan may stop early; decode refuses the rest
+        return
+    value, end = jws._SCAN_ONCE(text, 0)
+    assert value == expected
+    assert end == len(text.rstrip())
