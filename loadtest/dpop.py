@@ -12,31 +12,27 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service import devtoken
-from service.auth.dpop import thumbprint
+from service.jose import thumbprint
 
 
-def client_key(folder: Path) -> str:
-    """A fresh P-256 key for the DPoP client, as `folder`/dpop.pem (where service.devtoken signs proofs with it);
-    returns its RFC 7638 thumbprint, the `cnf.jkt` of a token bound to it."""
-    private = ec.generate_private_key(ec.SECP256R1())
-    encoding, pkcs8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
-    (folder / "dpop.pem").write_bytes(private.private_bytes(encoding, pkcs8, serialization.NoEncryption()))
-    return thumbprint(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key(), as_dict=True))
+def client_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """A fresh P-256 key for the DPoP client, kept in memory, and its RFC 7638 thumbprint: the `cnf.jkt` of a token
+    bound to it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, thumbprint(devtoken.public_jwk(key))
 
 
-def proofs(count: int, folder: Path, url: str, token: str) -> list[str]:
-    """`count` ES256 proofs of `folder`'s client key for `GET url` with `token`, each with its own jti, all issued
+def proofs(count: int, key: ec.EllipticCurvePrivateKey, url: str, token: str) -> list[str]:
+    """`count` ES256 proofs of the client's `key` for `GET url` with `token`, each with its own jti, all issued
     now."""
     now = time.time()
-    return [devtoken.proof(folder, url=url, token=token, now=now) for _ in range(count)]
+    return [devtoken.sign_proof(key, url=url, token=token, now=now) for _ in range(count)]
 
 
-def write_proofs(path: Path, count: int, folder: Path, url: str, token: str) -> Path:
+def write_proofs(path: Path, count: int, key: ec.EllipticCurvePrivateKey, url: str, token: str) -> Path:
     """`proofs(...)`, one per line."""
-    path.write_text("".join(proof + "\n" for proof in proofs(count, folder, url, token)))
+    path.write_text("".join(proof + "\n" for proof in proofs(count, key, url, token)))
     return path

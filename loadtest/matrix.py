@@ -12,15 +12,13 @@ loadtest-results/matrix.json. CONNECTIONS, DURATION, ROUNDS and HS_TOKENS as for
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from loadtest.harness import ROOT, Options, Result, ensure_wrk, run_wrk, serve
-from loadtest.report import medians
+from loadtest.report import heading, medians, stamp, write
 from loadtest.scenarios import CEILINGS, COLD_HS, HOT, SECRET, write_tokens
 
 CONFIGS = ((2, 8), (2, 4), (4, 2), (4, 4))  # (workers, threads per worker)
@@ -40,14 +38,11 @@ def run(options: Options, configs: tuple[tuple[int, int], ...] = CONFIGS) -> dic
                 each = replace(options, workers=workers, threads=threads)
                 rows += [(f"{workers}x{threads}", replace(result, round=n)) for result in one(wrk, each, tokens, hot)]
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "cpus": os.cpu_count(),
-        "options": options.as_json(),
+        **stamp(options),
         "results": [{"config": label, **asdict(result)} for label, result in rows],
         "configs": summarise(rows),
     }
-    options.results.parent.mkdir(parents=True, exist_ok=True)
-    options.results.write_text(json.dumps(report, indent=2) + "\n")
+    write(report, options.results)
     return report
 
 
@@ -83,11 +78,7 @@ def summarise(rows: list[tuple[str, Result]]) -> list[dict]:
 
 
 def print_report(report: dict) -> None:
-    options = report["options"]
-    print(
-        f"\n{report['date']}, {report['cpus']} CPUs, {options['connections']} connections, "
-        f"{options['duration']} s each, {options['rounds']} rounds"
-    )
+    print(heading(report))
     print("Medians over the rounds; each round's CPU us per request in brackets, in the order run.")
     print(f"{'workers x threads':<19}{'scenario':<32}{'req/s':>8}{'CPU us':>8}{'p99 ms':>8}{'MB/worker':>10}  rounds")
     for config in report["configs"]:
@@ -99,7 +90,7 @@ def print_report(report: dict) -> None:
                 f"{median['cpu_us_per_request'] or 0:>8.0f}{median['p99_ms'] or 0:>8.2f}"
                 f"{median['worker_rss_mb'] or 0:>10.1f}  [{rounds}]"
             )
-    print(f"written to {options['results']}")
+    print(f"written to {report['options']['results']}")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ def summarise(options: Options, results: list[Result], pairs: list[tuple[Result,
     scenarios = ceiling_ratios(results)
     dpop = dpop_summary(pairs)
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "cpus": os.cpu_count(),
-        "options": options.as_json(),
+        **stamp(options),
         "results": [asdict(r) for r in results + [result for pair in pairs for result in pair]],
         "scenarios": scenarios,
         "dpop": dpop,
@@ -29,6 +27,20 @@ def summarise(options: Options, results: list[Result], pairs: list[tuple[Result,
         "memory": memory,
     }
     return report
+
+
+def stamp(options: Options) -> dict:
+    """What every report opens with: when it ran, on how many CPUs, and the options it ran by."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(), "options": options.as_json()}
+
+
+def heading(report: dict, servers: str = "") -> str:
+    """A printed report's first line: when, how many CPUs, `servers` (how they were run), and how wrk drove them."""
+    options = report["options"]
+    return (
+        f"\n{report['date']}, {report['cpus']} CPUs, {servers}{options['connections']} connections, "
+        f"{options['duration']} s each, {options['rounds']} rounds"
+    )
 
 
 def write(report: dict, path: Path) -> None:
@@ -160,11 +172,8 @@ def check_targets(scenarios: list[dict], dpop: dict) -> list[dict]:
 
 def print_report(report: dict) -> None:
     options = report["options"]
-    print(
-        f"\n{report['date']}, {report['cpus']} CPUs, {options['workers']} workers x {options['threads']} threads, "
-        f"{options['connections']} connections, {options['duration']} s each, {options['rounds']} rounds, "
-        "worker connections as gunicorn.conf.py"
-    )
+    servers = f"{options['workers']} workers x {options['threads']} threads, "
+    print(heading(report, servers) + ", worker connections as gunicorn.conf.py")
     print(
         "Medians over the rounds; ratios are to the ceiling of the same round driven the same way, per round "
         "(median), by req/s and by server CPU per request (ceiling's / scenario's)."

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from loadtest.dpop import client_key, write_proofs
@@ -30,6 +29,7 @@ from loadtest.harness import (
     serve,
     worker_pids,
 )
+from service import devtoken
 
 RSA_KID, EC_KID = "load-1", "load-ec-1"
 # Proofs for a DPoP scenario are made for its duration at this multiple of the fastest rate the round has seen so
@@ -76,29 +76,28 @@ TARGETS = (
 
 
 def write_tokens(
-    path: Path, count: int, key, algorithm: str, kid: str | None = None, scope: str = "", cnf: dict | None = None
+    path: Path, count: int, key, algorithm: str, kid: str | None = None, scope: str = "", jkt: str | None = None
 ) -> Path:
-    """`count` distinct tokens valid for an hour, one per line; `cnf` binds them to a key (DPoP's `jkt`)."""
-    now = int(time.time())
-    headers = {"kid": kid} if kid else None
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600}
-    claims |= {name: value for name, value in (("scope", scope), ("cnf", cnf)) if value}
+    """`count` distinct tokens (subjects user-0, user-1, ...) valid for an hour, one per line, minted by
+    service.devtoken with the loaded `key`; `jkt` binds them to a DPoP key."""
+    now = time.time()
+    claims = {"issuer": ISSUER, "audience": AUDIENCE, "kid": kid, "scope": scope, "jkt": jkt, "now": now}
     with path.open("w") as out:
         for n in range(count):
-            out.write(jwt.encode({**claims, "sub": f"user-{n}"}, key, algorithm=algorithm, headers=headers) + "\n")
+            out.write(devtoken.encode(key, algorithm, subject=f"user-{n}", ttl=3600, **claims) + "\n")
     return path
 
 
 def rsa_signing_key() -> tuple[rsa.RSAPrivateKey, dict]:
     """A fresh RSA-2048 key and its public JWK, kid RSA_KID: what RS256 tokens are signed and verified with."""
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return private, jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True) | {"kid": RSA_KID}
+    return private, devtoken.public_jwk(private) | {"kid": RSA_KID}
 
 
 def ec_signing_key() -> tuple[ec.EllipticCurvePrivateKey, dict]:
     """A fresh P-256 key and its public JWK, kid EC_KID: what ES256 tokens are signed and verified with."""
     private = ec.generate_private_key(ec.SECP256R1())
-    return private, jwt.algorithms.ECAlgorithm.to_jwk(private.public_key(), as_dict=True) | {"kid": EC_KID}
+    return private, devtoken.public_jwk(private) | {"kid": EC_KID}
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,8 @@ class Load:
     hs: dict[str, str]
     rs: dict[str, str]
     es: dict[str, str]
-    bound: str  # an ES256 token bound to the DPoP client's key, folder/dpop.pem (cnf.jkt)
+    dpop_key: ec.EllipticCurvePrivateKey  # the DPoP client's key
+    bound: str  # an ES256 token bound to dpop_key (cnf.jkt)
 
 
 def prepare(folder: Path, options: Options) -> Load:
@@ -125,7 +125,8 @@ def prepare(folder: Path, options: Options) -> Load:
     (folder / "jwks.json").write_text(json.dumps({"keys": [jwk, ec_jwk]}))
     hs_tokens = write_tokens(folder / "hs.txt", options.hs_tokens, SECRET, "HS256")
     scoped = write_tokens(folder / "scoped.txt", 1, SECRET, "HS256", scope="read:messages").read_text().strip()
-    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": client_key(folder)})
+    dpop_key, jkt = client_key()
+    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, jkt=jkt)
     return Load(
         folder=folder,
         hs_tokens=hs_tokens,
@@ -137,6 +138,7 @@ def prepare(folder: Path, options: Options) -> Load:
         hs={"JWT_SECRET": SECRET},
         rs={"JWT_JWKS_FILE": str(folder / "jwks.json")},
         es={"JWT_JWKS_FILE": str(folder / "jwks.json"), "JWT_ALGORITHMS": "ES256"},
+        dpop_key=dpop_key,
         bound=bound.read_text().strip(),
     )
 
@@ -228,7 +230,7 @@ def dpop_round(wrk: str, options: Options, load: Load, n: int, redis_url: str | 
     def drive_dpop(scenario: str, url: str, pid: int, rate: float) -> Result:
         secured = url + "/secured/ping"
         count = math.ceil(max(rate, PROOF_FLOOR_RATE) * duration * PROOF_HEADROOM)
-        path = write_proofs(load.folder / "proofs.txt", count, load.folder, secured, load.bound)
+        path = write_proofs(load.folder / "proofs.txt", count, load.dpop_key, secured, load.bound)
         return drive(scenario, secured, pid, LUA_DPOP, (load.bound, str(path), str(options.wrk_threads)))
 
     with serve("service.app:app", options, JWT_CACHE_SIZE="0", **load.es) as (url, pid):

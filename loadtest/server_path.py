@@ -131,9 +131,9 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     replay_dir = tempfile.mkdtemp(prefix="jwt-api-dpop-", dir=folder)
     dpop_shared = create_app(replace(es_settings, dpop_replay_dir=replay_dir), keys=es_keys)
     dpop_memory = create_app(es_settings, keys=es_keys)
-    bound = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, cnf={"jkt": client_key(folder)})
-    token = bound.read_text().strip()
-    make_proofs = partial(proofs, folder=folder, url=DPOP_URL, token=token)
+    dpop_key, jkt = client_key()
+    token = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, jkt=jkt).read_text().strip()
+    make_proofs = partial(proofs, key=dpop_key, url=DPOP_URL, token=token)
     fresh = partial(dpop_requests, make_proofs, token, WARM_UP + ROUNDS * count)
     return [
         ("ceiling /ping (bare Falcon)", ceiling, raw_requests("/ping", [])),

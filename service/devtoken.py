@@ -13,8 +13,6 @@ prints a DPoP proof (RFC 9449) of that key for one request: `make -s proof URL=.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import secrets
@@ -29,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from service.jose import access_token_hash, thumbprint
 
 ALGORITHM = "RS256"
+PROOF_ALGORITHM = "ES256"
 DEFAULT_TTL = 3600
+SUBJECT = "dev-user"
 
 
 def init_keys(directory: Path) -> bool:
@@ -39,14 +39,46 @@ def init_keys(directory: Path) -> bool:
         return False
     directory.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    jwk.update(kid=_kid(jwk), use="sig", alg=ALGORITHM)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    jwk = public_jwk(key)
+    jwk.update(kid=thumbprint(jwk), use="sig", alg=ALGORITHM)  # a stable kid derived from the public key itself
+    _write_private(private_path, key, os.O_TRUNC)
     jwks_path.write_text(json.dumps({"keys": [jwk]}, indent=2) + "\n")
     return True
+
+
+def public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> dict:
+    """The public JWK of an RSA or EC private key (no kid)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    return jwt.algorithms.ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+
+
+def encode(
+    key,
+    algorithm: str,
+    *,
+    issuer: str,
+    audience: str,
+    subject: str = SUBJECT,
+    kid: str | None = None,
+    scope: str = "",
+    permissions: str = "",
+    ttl: int = DEFAULT_TTL,
+    now: float | None = None,
+    jkt: str | None = None,
+) -> str:
+    """A token signed with `key` (a loaded private key, or an HMAC secret) as `algorithm`, valid for `ttl` seconds
+    from `now` (default: the clock). `scope` becomes the `scope` claim, `permissions` (space-separated) Auth0's
+    RBAC `permissions` array; `jkt` binds it to a DPoP key (`cnf.jkt`, that key's RFC 7638 thumbprint)."""
+    now = int(time.time() if now is None else now)
+    claims = {"iss": issuer, "aud": audience, "sub": subject, "iat": now, "exp": now + ttl}
+    if scope:
+        claims["scope"] = scope
+    if permissions.split():
+        claims["permissions"] = permissions.split()
+    if jkt:
+        claims["cnf"] = {"jkt": jkt}
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid} if kid else None)
 
 
 def mint(
@@ -60,28 +92,25 @@ def mint(
     now: float | None = None,
     bound: bool = False,
 ) -> str:
-    """A token signed with the development key in `directory`, valid for `ttl` seconds; `bound`: DPoP-bound.
-
-    `scope` becomes the `scope` claim, `permissions` (space-separated) Auth0's RBAC `permissions` array."""
-    now = int(time.time() if now is None else now)
-    jwk = json.loads((directory / "jwks.json").read_text())["keys"][0]
-    claims = {"iss": issuer, "aud": audience, "sub": "dev-user", "iat": now, "exp": now + ttl}
-    if scope:
-        claims["scope"] = scope
-    if permissions.split():
-        claims["permissions"] = permissions.split()
-    if bound:
-        claims["cnf"] = {"jkt": thumbprint(_dpop_jwk(_dpop_key(directory)))}
-    private_key = (directory / "private.pem").read_bytes()
-    return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": jwk["kid"]})
+    """`encode` with the development key in `directory`; `bound`: DPoP-bound to the development client's key."""
+    kid = json.loads((directory / "jwks.json").read_text())["keys"][0]["kid"]
+    key = serialization.load_pem_private_key((directory / "private.pem").read_bytes(), password=None)
+    jkt = thumbprint(public_jwk(_dpop_key(directory))) if bound else None
+    claims = dict(issuer=issuer, audience=audience, scope=scope, permissions=permissions, ttl=ttl, now=now)
+    return encode(key, ALGORITHM, kid=kid, jkt=jkt, **claims)
 
 
-def proof(
-    directory: Path, *, url: str, token: str, method: str = "GET", nonce: str = "", now: float | None = None
+def sign_proof(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    url: str,
+    token: str,
+    method: str = "GET",
+    nonce: str = "",
+    now: float | None = None,
 ) -> str:
-    """A DPoP proof of the development client's key for `method` `url` with `token` (RFC 9449 section 4.2),
-    carrying the server's `nonce` when one is given (section 8)."""
-    key = _dpop_key(directory)
+    """A DPoP proof of `key` (P-256) for `method` `url` with `token` (RFC 9449 section 4.2), carrying the server's
+    `nonce` when one is given (section 8), issued at `now` (default: the clock) with a fresh random `jti`."""
     claims = {
         "jti": secrets.token_urlsafe(16),
         "htm": method,
@@ -91,32 +120,32 @@ def proof(
     }
     if nonce:
         claims["nonce"] = nonce
-    return jwt.encode(claims, key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": _dpop_jwk(key)})
+    headers = {"typ": "dpop+jwt", "jwk": public_jwk(key)}
+    return jwt.encode(claims, key, algorithm=PROOF_ALGORITHM, headers=headers)
+
+
+def proof(
+    directory: Path, *, url: str, token: str, method: str = "GET", nonce: str = "", now: float | None = None
+) -> str:
+    """`sign_proof` with the development client's key in `directory`, made on first use."""
+    return sign_proof(_dpop_key(directory), url=url, token=token, method=method, nonce=nonce, now=now)
 
 
 def _dpop_key(directory: Path) -> ec.EllipticCurvePrivateKey:
     """The development client's DPoP key, `DIR/dpop.pem`, made on first use."""
     path = directory / "dpop.pem"
     if not path.exists():
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
         directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        _write_private(path, ec.generate_private_key(ec.SECP256R1()), os.O_EXCL)
     return serialization.load_pem_private_key(path.read_bytes(), password=None)
 
 
-def _dpop_jwk(key: ec.EllipticCurvePrivateKey) -> dict:
-    return jwt.algorithms.ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
-
-
-def _kid(jwk: dict) -> str:
-    """RFC 7638 thumbprint: a stable kid derived from the public key itself."""
-    canonical = json.dumps({"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+def _write_private(path: Path, key, mode: int) -> None:
+    """`key` as unencrypted PKCS #8 PEM at `path`, readable by its owner only; `mode`: os.O_TRUNC or os.O_EXCL."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,16 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "proof":
         print(proof(args.directory, url=args.url, token=args.token, method=args.method, nonce=args.nonce))
         return 0
-    minted = mint(
-        args.directory,
-        issuer=args.issuer,
-        audience=args.audience,
-        scope=args.scope,
-        permissions=args.permissions,
-        ttl=args.ttl,
-        bound=args.bound,
-    )
-    print(minted)
+    claims = ("issuer", "audience", "scope", "permissions", "ttl", "bound")
+    print(mint(args.directory, **{name: getattr(args, name) for name in claims}))
     return 0
 
 

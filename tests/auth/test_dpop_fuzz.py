@@ -17,20 +17,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from service.app import create_app
+from tests.support import dpop_refusals as refusal  # the fixed (code, description) pair of each refusal
 from tests.support import fuzzing
-from tests.support.dpop_refusals import (  # the fixed (code, description) pairs of every refusal
-    BAD_HEADER,
-    BAD_JTI,
-    BAD_SIGNATURE,
-    BAD_TIME,
-    HEADER_MISSING,
-    MALFORMED,
-    NO_ATH,
-    NOT_ONE_HEADER,
-    OTHER_TOKEN,
-    PROOF_WITH_BEARER,
-    WRONG_REQUEST,
-)
 from tests.support.factories import (
     DPOP_KEY,
     DPOP_URL,
@@ -54,14 +42,22 @@ from tests.support.fuzzing import (
     as_seconds,
     is_strict_json,
 )
-from tests.support.jose import ath, b64url_decode, compact, dpop_claims, dpop_header, public_jwk, segment
+from tests.support.jose import (
+    PRIVATE_MEMBERS,
+    ath,
+    b64url_decode,
+    compact,
+    dpop_claims,
+    dpop_header,
+    public_jwk,
+    segment,
+)
 
 TOKEN = bound_token()  # HS256, bound to DPOP_KEY, valid at the fake clock's NOW
 MAX_AGE, LEEWAY = 300.0, 30.0  # the settings' defaults, DPOP_PROOF_MAX_AGE and DPOP_PROOF_LEEWAY
 
 
 GENUINE_JWK, OTHER_JWK = public_jwk(DPOP_KEY), public_jwk(OTHER_DPOP_KEY)
-PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 DESCRIPTIONS = {
     **fuzzing.DESCRIPTIONS,
@@ -189,16 +185,16 @@ def header_outcome(head: dict) -> tuple[str, str] | None:
     b64, and a jwk with no private member whose key-defining members are the genuine key's. Another valid P-256 key
     passes the header checks and fails the signature. A header with NaN is not JSON at all."""
     if not is_strict_json(head):
-        return MALFORMED
+        return refusal.MALFORMED
     if head.get("typ") != "dpop+jwt" or head.get("alg") != "ES256" or "crit" in head or "b64" in head:
-        return BAD_HEADER
+        return refusal.BAD_HEADER
     jwk = head.get("jwk")
     if type(jwk) is not dict or any(member in jwk for member in PRIVATE_MEMBERS):
-        return BAD_HEADER
-    for candidate, outcome in ((GENUINE_JWK, None), (OTHER_JWK, BAD_SIGNATURE)):
+        return refusal.BAD_HEADER
+    for candidate, outcome in ((GENUINE_JWK, None), (OTHER_JWK, refusal.BAD_SIGNATURE)):
         if all(type(jwk.get(name)) is str and jwk[name] == candidate[name] for name in ("kty", "crv", "x", "y")):
             return outcome
-    return BAD_HEADER
+    return refusal.BAD_HEADER
 
 
 @FUZZ
@@ -243,22 +239,22 @@ def expected_outcome(name: str, body: dict) -> tuple[str, str] | None:
 
     The checks run in order htm/htu, iat, jti, ath, and every other claim is genuine, so `name` alone decides."""
     if not is_strict_json(body):
-        return MALFORMED  # NaN or Infinity anywhere is not JSON
+        return refusal.MALFORMED  # NaN or Infinity anywhere is not JSON
     value = body[name]
     if name == "htm":
-        return None if value == "GET" else WRONG_REQUEST
+        return None if value == "GET" else refusal.WRONG_REQUEST
     if name == "htu":
-        return None if type(value) is str and value in ACCEPTED_HTUS else WRONG_REQUEST
+        return None if type(value) is str and value in ACCEPTED_HTUS else refusal.WRONG_REQUEST
     if name == "iat":
         seconds = as_seconds(value)
         fresh = seconds is not None and seconds <= NOW + LEEWAY and seconds + MAX_AGE >= NOW
-        return None if fresh else BAD_TIME
+        return None if fresh else refusal.BAD_TIME
     if name == "jti":
-        return None if type(value) is str and 1 <= len(value) <= 256 else BAD_JTI
+        return None if type(value) is str and 1 <= len(value) <= 256 else refusal.BAD_JTI
     if name == "ath":
         if type(value) is not str:
-            return NO_ATH
-        return None if value == ath(TOKEN) else OTHER_TOKEN
+            return refusal.NO_ATH
+        return None if value == ath(TOKEN) else refusal.OTHER_TOKEN
     return None  # a claim the service does not read
 
 
@@ -357,9 +353,9 @@ def test_any_dpop_header_gets_200_only_for_the_genuine_proof(around_a_proof, bef
         return
     assert_documented_401(result, f"DPoP {TOKEN}", value, genuine)
     if not value.strip():
-        assert result.json == body_of(HEADER_MISSING)
+        assert result.json == body_of(refusal.HEADER_MISSING)
     elif "," in value:  # how a server joins repeated header lines
-        assert result.json == body_of(NOT_ONE_HEADER)
+        assert result.json == body_of(refusal.NOT_ONE_HEADER)
     else:
         assert result.json["code"] == "invalid_dpop_proof"
 
@@ -378,4 +374,4 @@ def test_any_authorization_header_beside_a_genuine_proof_gets_200_only_for_the_d
         return
     assert_documented_401(result, authorization, genuine)
     if BEARER_CREDENTIALS.fullmatch(authorization.strip()):  # a well-formed Bearer header beside a proof
-        assert result.json == body_of(PROOF_WITH_BEARER)
+        assert result.json == body_of(refusal.PROOF_WITH_BEARER)

@@ -25,6 +25,9 @@ _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"
 # RFC 7638 section 3.2 (and RFC 8037 section 2 for OKP): the members a thumbprint covers.
 _REQUIRED = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x"), "oct": ("k", "kty")}
 
+# RFC 7518 section 6: the members only a private or symmetric key has, which a public JWK must not carry.
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
 
 def b64url(raw: bytes) -> str:
     """base64url without padding (RFC 7515 section 2)."""
