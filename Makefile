@@ -60,9 +60,10 @@ proof: install $(DEV_DIR)/jwks.json
 test: install
 	$(BIN)/python -m pytest
 
-# Everything but tests/integration (the `integration` marker): in-process tests only, for a quick loop.
+# Everything but tests/integration (the `integration` marker): in-process tests only, for a quick loop, spread
+# over every core by pytest-xdist (the hypothesis-driven attack tests take most of the time).
 test-unit: install
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest -m "not integration" -n auto
 
 lint: install
 	$(BIN)/ruff check .
