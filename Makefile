@@ -24,7 +24,7 @@ help:
 	@echo "                (the URL exactly as the request is sent: localhost is not 127.0.0.1)"
 	@echo "make test       build .venv and run the whole suite"
 	@echo "make test-unit  only the unit tests: no server or other program started (tests/integration left out)"
-	@echo "make lint       ruff check and format check"
+	@echo "make lint       ruff check and format check; lint-imports: the import layers of docs/architecture.md"
 	@echo "make loadtest   the benchmark: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS,"
 	@echo "                HS_TOKENS, RS_TOKENS, ES_TOKENS, MEMORY_TOKENS"
 	@echo "make loadtest-matrix  workers x threads by server CPU per request"
@@ -68,6 +68,7 @@ test-unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # A benchmark, not a test: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS (and HS_TOKENS,
 # RS_TOKENS, ES_TOKENS, MEMORY_TOKENS) tune it; SCENARIOS=dpop runs only the DPoP rounds (cold ES256 bearer, then
