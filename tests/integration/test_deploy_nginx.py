@@ -8,7 +8,7 @@ from Debian's packages: when it is missing, the module installs it (as root, wit
 from __future__ import annotations
 
 import contextlib
-import os
+import functools
 import re
 import socket
 import time
@@ -19,13 +19,11 @@ from pathlib import Path
 import pytest
 
 from service import resources
-from tests.support import ROOT, processes
-from tests.support.debian import debian_binary
+from tests.support import ROOT, nginx_server, processes
 from tests.support.factories import AUDIENCE, ISSUER, SECRET, bound_token, eight_kib_token, make_proof, wall_clock_token
 from tests.support.gunicorn_server import REALM, Response, Server, assert_error, environment, gunicorn
 
 SITE = ROOT / "deploy" / "nginx" / "jwt-api.conf"
-START_TIMEOUT = 10.0  # seconds for nginx to answer /ping through to gunicorn
 LOG_TIMEOUT = 5.0  # seconds for a request's access log line to appear
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")  # nginx's $request_id
 
@@ -55,11 +53,6 @@ class Proxy:
             time.sleep(0.02)
 
 
-def nginx_binary() -> str:
-    """The nginx executable, installed from Debian's packages first if it is missing (root only)."""
-    return debian_binary("nginx", "nginx")
-
-
 def site(listen: int, upstream: int, logs: Path) -> str:
     """The project's file with its "# deploy:" values replaced, each found as often as it is marked."""
     text = SITE.read_text()
@@ -73,59 +66,23 @@ def site(listen: int, upstream: int, logs: Path) -> str:
     return text
 
 
-def main_config(prefix: Path) -> str:
-    """A minimal nginx.conf that keeps every file nginx writes inside `prefix`."""
-    # Workers run as root only when nginx does: the default (nobody) cannot enter pytest's 0700 temp dirs.
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    temp = "\n".join(
-        f"    {kind}_temp_path {prefix / 'temp' / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""{user}worker_processes 1;
-pid {prefix / "nginx.pid"};
-error_log {prefix / "logs" / "error.log"} info;
-events {{ worker_connections 64; }}
-http {{
-{temp}
-    access_log off;
-    include {prefix / "jwt-api.conf"};
-}}
-"""
-
-
 @contextlib.contextmanager
-def nginx(binary: str, upstream: int, prefix: Path) -> Iterator[Proxy]:
-    """nginx in the foreground, proxying a free loopback port to `upstream`, until the block ends."""
+def nginx(upstream: int, prefix: Path) -> Iterator[Proxy]:
+    """nginx with the project's file, proxying a free loopback port to `upstream`, until the block ends."""
     port = processes.free_port()
     logs = prefix / "logs"
     logs.mkdir()
-    (prefix / "temp").mkdir()
-    (prefix / "jwt-api.conf").write_text(site(port, upstream, logs))
-    (prefix / "nginx.conf").write_text(main_config(prefix))
-    stdout, stderr = prefix / "stdout.log", prefix / "stderr.log"
-    command = [binary, "-p", str(prefix), "-e", str(logs / "error.log"), "-c", str(prefix / "nginx.conf")]
-    process = processes.spawn([*command, "-g", "daemon off;"], stdout, stderr)
-    try:
-        proxy = Proxy(Server(process, port, stdout, stderr), upstream, logs)
-        processes.wait_until(
-            lambda: processes.answers(port, "/ping"),
-            "nginx proxying /ping",
-            timeout=START_TIMEOUT,
-            process=process,
-            output=lambda: stderr.read_text() + (logs / "error.log").read_text(),
-        )
-        yield proxy
-    finally:
-        processes.stop(process)  # SIGTERM is nginx's fast shutdown
+    ready = functools.partial(processes.answers, port, "/ping")
+    with nginx_server.nginx(site(port, upstream, logs), prefix, port, ready) as server:
+        yield Proxy(server, upstream, logs)
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory) -> Iterator[Proxy]:
-    binary = nginx_binary()
     environ = environment(JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER)
     with (
         gunicorn(environ, tmp_path_factory.mktemp("gunicorn")) as app,
-        nginx(binary, app.port, tmp_path_factory.mktemp("nginx")) as proxy,
+        nginx(app.port, tmp_path_factory.mktemp("nginx")) as proxy,
     ):
         yield proxy
 
@@ -248,13 +205,12 @@ def test_dpop_proof_naming_the_upstream_address_is_refused(proxy):
 @pytest.fixture(scope="module")
 def public_proxy(tmp_path_factory) -> Iterator[Proxy]:
     """nginx and gunicorn as deployed behind a TLS front: PUBLIC_URL names the public https:// origin."""
-    binary = nginx_binary()
     environ = environment(
         JWT_SECRET=SECRET, JWT_AUDIENCE=AUDIENCE, JWT_ISSUER=ISSUER, PUBLIC_URL="https://api.example.com"
     )
     with (
         gunicorn(environ, tmp_path_factory.mktemp("gunicorn")) as app,
-        nginx(binary, app.port, tmp_path_factory.mktemp("nginx")) as proxy,
+        nginx(app.port, tmp_path_factory.mktemp("nginx")) as proxy,
     ):
         yield proxy
 
