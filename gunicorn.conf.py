@@ -19,6 +19,9 @@ from service.startup import load_or_exit
 settings = load_or_exit(os.environ)
 
 bind = f"0.0.0.0:{settings.port}"
+# The proxies whose X-Forwarded-Proto counts (and, with FORWARD_AUTH, whose checks are answered): the service's
+# FORWARDED_ALLOW_IPS, the variable gunicorn itself reads, checked at start like every other setting.
+forwarded_allow_ips = ",".join(settings.forwarded_allow_ips)
 workers = settings.workers
 # gthread keeps connections alive and serves each from a thread pool; measured on 2 cores it served
 # more pings per second than sync (docs/performance.md). FairShareWorker is gthread whose

@@ -176,16 +176,18 @@ def run_wrk(
     options: Options,
     *,
     duration: int | None = None,
-    header: str | None = None,
+    header: str | tuple[str, ...] = (),
     script_args: tuple[str, ...] = (),
     script: Path = LUA,
     server: int | None = None,
 ) -> Result:
-    """Drive `url` with wrk and parse its summary; with the `server`'s master pid, also its CPU per request."""
+    """Drive `url` with wrk and parse its summary; with the `server`'s master pid, also its CPU per request.
+
+    `header` is one fixed header line ("Name: value") or several, sent on every request."""
     command = [wrk, "--latency", "-t", str(options.wrk_threads), "-c", str(options.connections)]
     command += ["-d", f"{duration or options.duration}s"]
-    if header:
-        command += ["-H", header]
+    for line in (header,) if isinstance(header, str) else header:
+        command += ["-H", line]
     if script_args:
         command += ["-s", str(script)]
     command.append(url)

@@ -106,8 +106,10 @@ def ceiling_ratios(results: list[Result]) -> list[dict]:
     """Per scenario (in the order first run) and round: its ratios to the ceiling of the same round driven the same
     way, by req/s (`ratio`) and by server CPU per request (`cpu_ratio`, the ceiling's over the scenario's, so 0.95
     reads as for req/s), its p99 over that ceiling's (`p99_ratio`), and req/s over the plain ceiling's
-    (`plain_ratio`); then the median of each over the rounds. A round without its ceiling gives no ratios."""
+    (`plain_ratio`), and hot /secured/ping's server CPU per request over the scenario's (`hot_cpu_ratio`); then the
+    median of each over the rounds. A round without its ceiling gives no ratios."""
     ceilings = {(r.round, client): r for client, name in CEILINGS.items() for r in results if r.scenario == name}
+    hot = {r.round: r for r in results if r.scenario == HOT}
     by_scenario: dict[str, list[dict]] = {}
     clients = {}
     for r in results:
@@ -126,6 +128,7 @@ def ceiling_ratios(results: list[Result]) -> list[dict]:
                 "cpu_ratio": _ratio(same and same.cpu_us_per_request, r.cpu_us_per_request),
                 "p99_ratio": _ratio(r.p99_ms, same and same.p99_ms),
                 "plain_ratio": _ratio(r.requests_per_second, plain and plain.requests_per_second),
+                "hot_cpu_ratio": _ratio(hot.get(r.round) and hot[r.round].cpu_us_per_request, r.cpu_us_per_request),
             }
         )
     return [
@@ -144,6 +147,7 @@ MEDIAN_KEYS = (
     "cpu_ratio",
     "p99_ratio",
     "plain_ratio",
+    "hot_cpu_ratio",
 )
 
 

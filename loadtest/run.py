@@ -22,7 +22,18 @@ import os
 
 from loadtest.harness import Options, Result, parse_wrk
 from loadtest.report import ceiling_ratios, check_targets, dpop_summary, print_report, summarise, write
-from loadtest.scenarios import BEARER_ES, CEILINGS, COLD_HS, COLD_RS, DPOP, DPOP_REDIS, HOT, TARGETS, run_rounds
+from loadtest.scenarios import (
+    BEARER_ES,
+    CEILINGS,
+    COLD_HS,
+    COLD_RS,
+    DPOP,
+    DPOP_REDIS,
+    FORWARD,
+    HOT,
+    TARGETS,
+    run_rounds,
+)
 
 # `run`, and what test_loadtest.py reads through this module.
 __all__ = [
@@ -32,6 +43,7 @@ __all__ = [
     "COLD_RS",
     "DPOP",
     "DPOP_REDIS",
+    "FORWARD",
     "HOT",
     "TARGETS",
     "Options",

@@ -15,6 +15,7 @@ import falcon
 from service import resources
 from service.auth.cors import CorsMiddleware
 from service.auth.dpop import Dpop, ProofVerifier
+from service.auth.forward import EXT_AUTHZ_PREFIX, AuthRequest, ExtAuthz, ForwardAuth, TrustedPeers
 from service.auth.middleware import AuthMiddleware, declared_scopes
 from service.auth.nonce import Nonces
 from service.auth.replay import RecordedReplayStore, ReplayStore, replay_store_for
@@ -52,12 +53,13 @@ def create_app(
     elif metrics is None:
         metrics = Metrics(settings.metrics_dir)
     if metrics is None:
-        on_fetch = on_outcome = on_hit = on_miss = _ignore
+        on_fetch = on_outcome = on_hit = on_miss = on_forward = _ignore
         on_replay = None  # the replay store is then called as it is, not timed
     else:
         on_fetch, on_outcome = metrics.jwks_fetch, metrics.auth_outcome
         on_hit, on_miss = metrics.token_cache_hit, metrics.token_cache_miss
         on_replay = metrics.replay_check
+        on_forward = metrics.forward_check
     keys = keys if keys is not None else load_keys(settings, on_fetch=on_fetch)
     verifier = TokenVerifier(
         keys,
@@ -84,7 +86,7 @@ def create_app(
     middleware = [
         RequestIdMiddleware(),
         CorsMiddleware(settings.cors_allow_origins),
-        AuthMiddleware(verifier, settings.realm, urls, dpop=dpop, on_outcome=on_outcome),
+        AuthMiddleware(verifier, settings.realm, urls, dpop=dpop, on_outcome=on_outcome, on_forward=on_forward),
     ]
     if metrics is not None:
         middleware.insert(0, RequestMetrics(metrics))  # first: it times the others and sees the final status
@@ -112,8 +114,20 @@ def create_app(
     app.add_route("/readyz", resources.Readiness(keys, retry_after=retry_after(settings.jwks_refresh_cooldown)))
     if metrics is not None:
         app.add_route("/metrics", resources.MetricsText(metrics))
+    if settings.forward_auth:
+        _add_forward_auth(app, TrustedPeers(settings.forwarded_allow_ips))
     keys.start()
     return app
+
+
+def _add_forward_auth(app: falcon.App, peers: TrustedPeers) -> None:
+    """The forward-auth endpoints, one per calling convention (service.auth.forward). Envoy's check carries the
+    original path behind the prefix, and a route's scopes in the prefix's `;scope=` parameter."""
+    app.add_route("/authz/auth-request", resources.ForwardAuthCheck(AuthRequest(peers)))
+    app.add_route("/authz/forward-auth", resources.ForwardAuthCheck(ForwardAuth(peers)))
+    ext_authz = resources.ForwardAuthCheck(ExtAuthz(peers))
+    app.add_route(EXT_AUTHZ_PREFIX + "/{original:path}", ext_authz)
+    app.add_route(EXT_AUTHZ_PREFIX + ";scope={scopes}/{original:path}", ext_authz)
 
 
 def _dpop(

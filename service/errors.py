@@ -216,6 +216,39 @@ class ReplayStoreUnavailable(ServiceUnavailable):
     description = "the DPoP replay check is not available now; retry later"
 
 
+class ForwardedRequestError(AuthError):
+    """A forward-auth check request this service will not judge: no credentials could help, so no challenge."""
+
+    challenge_error = None
+
+    def headers(self, challenges: Challenges, scheme: str | None, resource_metadata: str | None) -> dict[str, str]:
+        return {}
+
+
+class UntrustedProxy(ForwardedRequestError):
+    """A forward-auth endpoint called by a peer outside FORWARDED_ALLOW_IPS: its forwarded headers decide nothing."""
+
+    status = falcon.HTTP_403
+    code = "untrusted_proxy"
+    description = "forward-auth checks are answered only for the proxies in FORWARDED_ALLOW_IPS"
+
+
+class InvalidForwardedRequest(ForwardedRequestError):
+    """A forwarded header naming the original request is missing or malformed; `what` names it."""
+
+    status = falcon.HTTP_400
+    code = "invalid_forwarded_request"
+    description = "the forwarded request is missing or malformed"
+
+    def __init__(self, what: str):
+        super().__init__(FORWARDED_HEADER_INVALID.format(what=what))
+
+
+FORWARDED_HEADER_INVALID = "{what} is missing or malformed"
+# InvalidToken's, for a forward-auth check whose token is fine but carries an identity no header can hold.
+UNPASSABLE_CLAIM = "token has a sub, iss, client_id, azp or scope that cannot be passed on in a header"
+
+
 class UseDpopNonce(AuthError):
     """The proof lacks a valid server nonce (RFC 9449 section 9): the client retries with the one sent here."""
 

@@ -7,6 +7,7 @@ import json
 
 import falcon
 
+from service.auth.forward import Forwarded
 from service.auth.middleware import Requires
 from service.errors import KEYS_NOT_FETCHED, JwksUnavailable
 from service.keys.keyset import KeySource
@@ -118,3 +119,21 @@ class MetricsText:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = CONTENT_TYPE
         resp.data = self._metrics.exposition()
+
+
+class ForwardAuthCheck:
+    """A forward-auth endpoint (service.auth.forward): the auth middleware checks the original request that the
+    proxy names (`forwarded` says how) and sets the identity headers; an allowed check is 200 with no body.
+
+    Every method is answered, since Envoy's ext_authz check uses the original request's own."""
+
+    def __init__(self, forwarded: Forwarded):
+        self.forwarded = forwarded
+
+    def _allow(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+        resp.status = falcon.HTTP_200
+        resp.data = b""
+
+
+for _method in falcon.COMBINED_METHODS:
+    setattr(ForwardAuthCheck, "on_" + _method.lower(), ForwardAuthCheck._allow)

@@ -6,6 +6,7 @@ pass a dict. Every bad or missing value raises `ConfigError` with one sentence t
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -38,6 +39,8 @@ _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
 # The spellings every boolean variable accepts, in any case (docs: the configuration table); nothing else.
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
+# gunicorn's own default for FORWARDED_ALLOW_IPS: the peers whose forwarded headers count (loopback).
+DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")
 
 
 class ConfigError(ValueError):
@@ -100,6 +103,11 @@ class Settings:
     dpop_nonce_ttl: float = DEFAULT_DPOP_NONCE_TTL
     # How many proofs the host-local replay table (in dpop_replay_dir) holds; unused with dpop_replay_store.
     dpop_replay_capacity: int = DEFAULT_DPOP_REPLAY_CAPACITY
+    # The forward-auth endpoints (/authz/...), off by default: a proxy asks them about requests to its upstreams.
+    forward_auth: bool = False
+    # Addresses and networks (or "*") whose X-Forwarded-Proto gunicorn honours and whose forward-auth checks are
+    # answered; gunicorn.conf.py hands the same value to gunicorn.
+    forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
 
     def __post_init__(self) -> None:
         _check_key_source(self)
@@ -125,6 +133,7 @@ class Settings:
         if self.log_format not in LOG_FORMATS:
             raise ConfigError("LOG_FORMAT must be json or text.")
         _check_dpop(self)
+        _check_forwarded_allow_ips(self.forwarded_allow_ips)
         if self.public_url is not None and not _is_public_url(self.public_url):
             raise ConfigError(
                 "PUBLIC_URL must be the API's absolute http(s) URL, such as https://api.example.com "
@@ -192,6 +201,8 @@ class Settings:
             dpop_nonce_secret=env["DPOP_NONCE_SECRET"].encode() if "DPOP_NONCE_SECRET" in env else None,
             dpop_nonce_ttl=_number(env, "DPOP_NONCE_TTL", DEFAULT_DPOP_NONCE_TTL),
             dpop_replay_capacity=int(_number(env, "DPOP_REPLAY_CAPACITY", DEFAULT_DPOP_REPLAY_CAPACITY, integer=True)),
+            forward_auth=_flag(env, "FORWARD_AUTH", False),
+            forwarded_allow_ips=_csv(env.get("FORWARDED_ALLOW_IPS", ",".join(DEFAULT_FORWARDED_ALLOW_IPS))),
         )
 
 
@@ -288,6 +299,23 @@ def _check_dpop(settings: Settings) -> None:
     low, high = DPOP_REPLAY_CAPACITY_RANGE
     if not low <= settings.dpop_replay_capacity <= high:
         raise ConfigError(f"DPOP_REPLAY_CAPACITY must be a number of proofs from {low} to {high}.")
+
+
+def _check_forwarded_allow_ips(allowed: tuple[str, ...]) -> None:
+    """Addresses and networks as gunicorn checks them (a network with host bits set is refused), or "*"."""
+    message = (
+        "FORWARDED_ALLOW_IPS must be * or a comma list of IP addresses and networks, such as 127.0.0.1,10.0.0.0/8 "
+        "(a network with its host bits zero)."
+    )
+    if not allowed:
+        raise ConfigError(message)
+    for item in allowed:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item)
+        except ValueError:
+            raise ConfigError(message) from None
 
 
 def _check_redis_url(url: str, *, password_too: bool) -> None:

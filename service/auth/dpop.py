@@ -72,6 +72,7 @@ class Dpop:
         resp: falcon.Response,
         token: str,
         *,
+        method: str,
         url: str | None,
         verify_token: Callable[[str], dict],
         authorize: Callable[[dict], None],
@@ -80,7 +81,8 @@ class Dpop:
 
         `verify_token` verifies the token; `authorize(claims)` raises when the claims are not enough for the
         resource. The proof is recorded last, so a request refused for any other reason does not use it up.
-        `url` is the request's normalised URL (service.urls), None when it cannot be known. Raises AuthError.
+        `method` and `url` are the request's (or, for a forward-auth check, the original request's): the method
+        and the normalised URL (service.urls), None when it cannot be known. Raises AuthError.
         """
         proof = req.get_header("DPoP")
         if not proof or not proof.strip():
@@ -94,7 +96,7 @@ class Dpop:
             raise InvalidToken(errors.TOKEN_NOT_BOUND)
         if len(cnf) != 1:  # another confirmation too (x5t#S256, ...), which this service cannot check
             raise BoundToken()
-        checked = self.proofs.verify(proof.strip(" "), method=req.method, url=url, access_token=token)
+        checked = self.proofs.verify(proof.strip(" "), method=method, url=url, access_token=token)
         if checked.thumbprint != jkt:
             raise InvalidToken(errors.TOKEN_OTHER_KEY)
         if self.nonces is not None:

@@ -14,15 +14,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import falcon
 
 from service import errors
 from service.auth.dpop import Dpop
-from service.constants import AUTH_ERROR_ENV
+from service.constants import AUTH_ERROR_ENV, FORWARDED_ENV
 from service.errors import (
     BEARER,
     DPOP,
+    ApiError,
     AuthError,
     AuthorizationHeaderMissing,
     BoundToken,
@@ -31,6 +33,9 @@ from service.errors import (
     InvalidHeader,
 )
 from service.urls import ApiUrls
+
+if TYPE_CHECKING:  # service.auth.forward builds on Requires: imported here for the annotations only
+    from service.auth.forward import Forwarded, Original
 
 _SCHEME = re.compile(r"(bearer|dpop)(?:\s|$)", re.IGNORECASE)
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
@@ -107,10 +112,11 @@ def _parse_step_by_step(header: str | None) -> tuple[str, str]:
     return _SCHEMES[name.lower()], credentials
 
 
-def is_preflight(req: falcon.Request) -> bool:
-    """A CORS preflight: OPTIONS with Origin and Access-Control-Request-Method."""
+def is_preflight(req: falcon.Request, method: str) -> bool:
+    """A CORS preflight: OPTIONS (the request's `method`, or the original's a proxy names) with Origin and
+    Access-Control-Request-Method."""
     return (
-        req.method == "OPTIONS"
+        method == "OPTIONS"
         and req.get_header("Origin") is not None
         and req.get_header("Access-Control-Request-Method") is not None
     )
@@ -123,8 +129,8 @@ def declared_scopes(resource: object) -> set[str]:
     return {scope for declared in declarations if isinstance(declared, Requires) for scope in declared.scopes}
 
 
-def _ignore(outcome: str, scheme: str) -> None:
-    """The default `on_outcome`: record nothing."""
+def _ignore(*args: str) -> None:
+    """The default `on_outcome` and `on_forward`: record nothing."""
 
 
 class AuthMiddleware:
@@ -134,7 +140,9 @@ class AuthMiddleware:
     `WWW-Authenticate` challenge of every failure, and so does the URL of the protected resource metadata
     (RFC 9728) when `urls` is given. `dpop` turns DPoP on (None: off, Bearer only). `on_outcome` is called once
     per authentication with "ok" or the failure's code, and the scheme used: "bearer", "dpop" or "none"
-    (service.ops.metrics counts them).
+    (service.ops.metrics counts them). A resource with a `forwarded` attribute (service.auth.forward) is a
+    forward-auth endpoint: the request a proxy names is checked, and `on_forward` is called once per check with
+    the convention, the original method ("-" when unknown) and "ok" or the failure's code.
     """
 
     def __init__(
@@ -145,6 +153,7 @@ class AuthMiddleware:
         *,
         dpop: Dpop | None = None,
         on_outcome: Callable[[str, str], None] = _ignore,
+        on_forward: Callable[[str, str, str], None] = _ignore,
     ):
         self._verifier = verifier
         self._urls = urls
@@ -154,11 +163,29 @@ class AuthMiddleware:
             realm, bearer=self._bearer, dpop_algorithms=dpop.algorithms if dpop is not None else ()
         )
         self._on_outcome = on_outcome
+        self._on_forward = on_forward
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
-        requirement = _requirement(resource, req.method)
-        if requirement is None or is_preflight(req):
+        forwarded = getattr(resource, "forwarded", None)
+        if forwarded is not None:
+            self._check_forwarded(req, resp, forwarded, params)
             return
+        requirement = _requirement(resource, req.method)
+        if requirement is None or is_preflight(req, req.method):
+            return
+        req.context.claims = self._authenticate(req, resp, requirement, req.method)
+
+    def _authenticate(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        requirement: Requires,
+        method: str,
+        original: Original | None = None,
+        identity: Callable[[dict], dict[str, str]] | None = None,
+    ) -> dict:
+        """The claims of the request's credentials when they meet `requirement` for `method` on this URL, or on
+        the `original` request a proxy asks about; `identity(claims)` (forward auth) may refuse them too."""
         scheme = None
         try:
             scheme, token = credentials(req.get_header("Authorization"))
@@ -170,19 +197,57 @@ class AuthMiddleware:
                     raise BoundToken()
                 requirement.check(claims)
             elif scheme is DPOP and self._dpop is not None:
-                url = self._urls.request_url(req) if self._urls is not None else None
+                if original is not None:
+                    url = original.url
+                else:
+                    url = self._urls.request_url(req) if self._urls is not None else None
                 claims = self._dpop.authenticate(
-                    req, resp, token, url=url, verify_token=self._verifier.verify, authorize=requirement.check
+                    req,
+                    resp,
+                    token,
+                    method=method,
+                    url=url,
+                    verify_token=self._verifier.verify,
+                    authorize=requirement.check,
                 )
             else:
                 raise InvalidHeader(None if self._bearer else errors.MUST_START_WITH_DPOP)
+            if identity is not None:
+                resp.set_headers(identity(claims))
         except AuthError as error:
             req.env[AUTH_ERROR_ENV] = error.code  # the access log line names the failure, never the token
             self._on_outcome(error.code, scheme or "none")
-            metadata = self._urls.metadata_url(req) if self._urls is not None else None
+            # This service's metadata describes its own resources, not an upstream's: none for forwarded checks.
+            metadata = self._urls.metadata_url(req) if self._urls is not None and original is None else None
             raise error.to_http(self._challenges, scheme, metadata) from None
         self._on_outcome("ok", scheme)
-        req.context.claims = claims
+        return claims
+
+    def _check_forwarded(self, req: falcon.Request, resp: falcon.Response, forwarded: Forwarded, params: dict):
+        """A forward-auth check: the original request a trusted proxy names, authenticated as if it came here."""
+        method, outcome = "-", "internal_error"  # until it is known: an unexpected exception is Falcon's 500
+        try:
+            try:
+                original = forwarded.original(req, params)
+            except AuthError as error:
+                outcome = req.env[AUTH_ERROR_ENV] = error.code
+                raise error.to_http(self._challenges) from None
+            method = original.method
+            req.env[FORWARDED_ENV] = (forwarded.convention, method, original.path)
+            if is_preflight(req, method):  # the upstream answers CORS preflights, as this app answers its own
+                resp.set_headers(forwarded.no_identity())
+                outcome = "ok"
+                return
+            try:
+                req.context.claims = self._authenticate(
+                    req, resp, original.requires, method, original, forwarded.identity
+                )
+            except ApiError as error:
+                outcome = error.api_code
+                raise
+            outcome = "ok"
+        finally:
+            self._on_forward(forwarded.convention, method, outcome)
 
 
 def _requirement(resource: object, method: str) -> Requires | None:

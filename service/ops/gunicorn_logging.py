@@ -1,7 +1,8 @@
 """gunicorn's logger with the service's formats: `logger_class` in gunicorn.conf.py.
 
 With LOG_FORMAT=json the access log is one JSON object per request (method, path without the query
-string, status, duration in ms, request id, and the auth failure code when there was one); with text it
+string, status, duration in ms, request id, the auth failure code when there was one, and for a forward-auth
+check its convention and the original method and path); with text it
 is gunicorn.conf.py's `access_log_format`. gunicorn's own lines get the service's format and the same
 token scrubbing as the service's lines.
 """
@@ -13,6 +14,7 @@ import traceback
 
 from gunicorn.glogging import Logger
 
+from service.constants import FORWARDED_ENV
 from service.ops.logs import AUTH_ERROR_ENV, ContextFilter, formatter, scrub
 from service.ops.request_id import HEADER
 
@@ -58,6 +60,10 @@ class ServiceLogger(Logger):
         code = environ.get(AUTH_ERROR_ENV)
         if code:
             fields["auth_error"] = code
+        forwarded = environ.get(FORWARDED_ENV)
+        if forwarded is not None:  # a forward-auth check: the request it was about (path without the query)
+            convention, method, path = forwarded
+            fields.update(forward_auth=convention, original_method=method, original_path=scrub(path))
         request_id = next((value for name, value in resp.headers if name.lower() == _HEADER), "-")
         self.access_log.info("request", extra={"fields": fields, "request_id": request_id})
 

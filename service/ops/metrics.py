@@ -39,6 +39,8 @@ REPLAY_OUTCOMES = ("ok", "replayed", "error")
 # Seconds: a shared-memory or in-memory check takes microseconds, a Redis round trip about a millisecond, and a
 # failing Redis up to DPOP_REPLAY_TIMEOUT.
 REPLAY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# The original methods a forward-auth check's series name; any other is "other", so a client cannot add series.
+FORWARDED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "-")
 FLUSH_INTERVAL = 1.0  # seconds between flushes of the pending tally in multiprocess mode
 
 
@@ -91,6 +93,13 @@ class Metrics:
             ("outcome", "scheme"),
             registry=self.registry,
         )
+        self._forward = Counter(
+            "jwt_api_forward_auth_checks",
+            "Forward-auth checks, by convention (auth-request, forward-auth, ext-authz), the original request's "
+            "method (- when unknown, other beyond the common ones) and outcome (ok or the error code).",
+            ("convention", "method", "outcome"),
+            registry=self.registry,
+        )
         cache = Counter(
             "jwt_api_token_cache_lookups",
             "Token cache lookups, by result: hit, or miss (the token is verified in full).",
@@ -124,6 +133,7 @@ class Metrics:
         self._cache_miss = cache.labels("miss").inc
         self._fetches = {result: fetches.labels(result).inc for result in FETCH_RESULTS}
         self._outcomes: dict[tuple[str, str], Callable[[float], None]] = {}
+        self._forwards: dict[tuple[str, str, str], Callable[[float], None]] = {}
         self._routes: dict[str, _Route] = {}
         self._exposed = self.registry
         if multiprocess_dir is not None:
@@ -149,6 +159,14 @@ class Metrics:
         count = self._outcomes.get((outcome, scheme))
         if count is None:
             count = self._outcomes[(outcome, scheme)] = self._auth.labels(outcome, scheme).inc
+        self._add(count)
+
+    def forward_check(self, convention: str, method: str, outcome: str) -> None:
+        """Count one forward-auth check: its convention, the original method and "ok" or the error code."""
+        key = (convention, method if method in FORWARDED_METHODS else "other", outcome)
+        count = self._forwards.get(key)
+        if count is None:
+            count = self._forwards[key] = self._forward.labels(*key).inc
         self._add(count)
 
     def token_cache_hit(self) -> None:

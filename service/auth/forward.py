@@ -1,0 +1,214 @@
+"""Forward auth: this service as the verifier a proxy asks about each request before passing it to an upstream.
+
+A proxy in front of an upstream (in any language) sends each request's credentials here, with the original
+request's method and URL in headers of its own convention, and passes the request on only on a 2xx. The check is
+the one `/secured/ping` gets, made on the original method and URL: Bearer and DPoP (`htm` and `htu` from the
+original request), scopes, replay, nonces. An allowed request's identity goes back in `X-Auth-*` response headers
+for the proxy to copy to the upstream.
+
+One class per calling convention, each turning the check request into an `Original`:
+
+- `AuthRequest`: nginx `auth_request` and ingress-nginx `auth-url` (`X-Original-Method`, `X-Original-URL`);
+- `ForwardAuth`: Traefik, Caddy, APISIX, HAProxy (`X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`);
+- `ExtAuthz`: Envoy's HTTP `ext_authz` (the check's own method, `Host`, `X-Forwarded-Proto`, and the path after
+  the `path_prefix`).
+
+Only peers in `FORWARDED_ALLOW_IPS` are answered: anyone else could name any original request and learn whether
+a token is good for it, or spend someone's DPoP proof. Forwarded headers are read strictly; a missing or
+malformed one is a 400 naming it, never a guess.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import falcon
+
+from service import errors
+from service.auth.middleware import Requires, granted_scopes
+from service.errors import InvalidForwardedRequest, InvalidToken, UntrustedProxy
+from service.urls import normalize, raw_path
+
+AUTH_REQUEST, FORWARD_AUTH, EXT_AUTHZ = "auth-request", "forward-auth", "ext-authz"
+EXT_AUTHZ_PREFIX = "/authz/ext-authz"
+# RFC 9110 section 9.1: a method is a token; one longer than this is no method a proxy forwards.
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
+# A host[:port] with nothing else: a name, an IPv4 or a bracketed IPv6 literal (as service.urls accepts).
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# A request target in origin form (RFC 9112 section 3.2.1): visible ASCII only, starting with "/".
+_ORIGIN_FORM = re.compile(r"/[\x21-\x7e]*")
+# What may go into an X-Auth-* header unchanged: visible ASCII and inner spaces (RFC 9110 section 5.5 allows
+# more, but proxies and upstreams differ on obs-text; refusing is safer than passing a value some mangle).
+_HEADER_SAFE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?")
+SUBJECT, SCOPES, ISSUER, CLIENT_ID = "X-Auth-Subject", "X-Auth-Scopes", "X-Auth-Issuer", "X-Auth-Client-Id"
+IDENTITY_HEADERS = (SUBJECT, SCOPES, ISSUER, CLIENT_ID)
+
+
+class Original(NamedTuple):
+    """The request a proxy asks about: its method, normalised URL (service.urls, no query), path, and what the
+    route requires."""
+
+    method: str
+    url: str
+    path: str
+    requires: Requires
+
+
+class TrustedPeers:
+    """The addresses and networks (`FORWARDED_ALLOW_IPS`, as gunicorn reads it) whose forwarded requests count;
+    "*" trusts every peer. An IPv4-mapped IPv6 peer counts as its IPv4 address."""
+
+    def __init__(self, allowed: Iterable[str]):
+        allowed = tuple(allowed)
+        self.everyone = "*" in allowed
+        self._networks = tuple(ipaddress.ip_network(item) for item in allowed if item != "*")
+
+    def __contains__(self, peer: object) -> bool:
+        if self.everyone:
+            return True
+        if not isinstance(peer, str):
+            return False
+        try:
+            address = ipaddress.ip_address(peer.split("%", 1)[0])  # an IPv6 zone index names no other host
+        except ValueError:  # a UNIX socket peer, or nothing: not a trusted proxy address
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
+
+
+class Forwarded:
+    """A calling convention: how a check request names the original request. Subclasses read their headers."""
+
+    convention = ""
+
+    def __init__(self, peers: TrustedPeers):
+        self._peers = peers
+
+    def original(self, req: falcon.Request, params: dict) -> Original:
+        """The original request, from a trusted peer's check request; raises UntrustedProxy or
+        InvalidForwardedRequest."""
+        if req.env.get("REMOTE_ADDR") not in self._peers:
+            raise UntrustedProxy()
+        method, url = self._method_and_url(req, params)
+        normalized = normalize(url)
+        if normalized is None:
+            raise InvalidForwardedRequest(self._url_header)
+        path = urlsplit(normalized).path
+        return Original(method, normalized, path, Requires(scopes=self._scopes(req, params)))
+
+    _url_header = ""  # the header a bad URL is blamed on
+
+    def _method_and_url(self, req: falcon.Request, params: dict) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def _scopes(self, req: falcon.Request, params: dict) -> tuple[str, ...]:
+        """The route's required scopes: the check URL's `scope` query parameter, space-separated (all required)."""
+        values = req.get_param_as_list("scope") or []
+        return tuple(scope for value in values for scope in value.split(" ") if scope)
+
+    @staticmethod
+    def no_identity() -> dict[str, str]:
+        """The X-Auth-* headers of a request allowed without credentials (a CORS preflight): all empty, since
+        Caddy 2.6 copies a listed header that is absent as its literal placeholder text."""
+        return dict.fromkeys(IDENTITY_HEADERS, "")
+
+    @staticmethod
+    def identity(claims: dict) -> dict[str, str]:
+        """The X-Auth-* headers for the upstream. A claim that is not plain header-safe text refuses the request
+        (InvalidToken), since passing it on could split or smuggle a header at the proxy or the upstream."""
+        client_id = claims.get("client_id")
+        if client_id is None:
+            client_id = claims.get("azp")
+        values = {
+            SUBJECT: claims.get("sub"),
+            SCOPES: " ".join(sorted(granted_scopes(claims))),
+            ISSUER: claims.get("iss"),
+            CLIENT_ID: client_id,
+        }
+        headers = {}
+        for name, value in values.items():
+            # An absent claim is an empty header, not a missing one: Caddy 2.6 copies a listed header that is
+            # absent as its literal placeholder text.
+            value = "" if value is None else value
+            if type(value) is not str or not _HEADER_SAFE.fullmatch(value):
+                raise InvalidToken(errors.UNPASSABLE_CLAIM)
+            headers[name] = value
+        return headers
+
+
+def _header(req: falcon.Request, name: str, pattern: re.Pattern) -> str:
+    """One header's value when it matches `pattern` in full, else InvalidForwardedRequest naming it."""
+    value = req.get_header(name)
+    if value is None or not pattern.fullmatch(value):
+        raise InvalidForwardedRequest(name)
+    return value
+
+
+def _proto(req: falcon.Request) -> str:
+    proto = req.get_header("X-Forwarded-Proto")
+    if proto is None or proto.lower() not in ("http", "https"):
+        raise InvalidForwardedRequest("X-Forwarded-Proto")
+    return proto.lower()
+
+
+class AuthRequest(Forwarded):
+    """nginx `auth_request` (whose subrequest is always GET) and ingress-nginx: `X-Original-Method` and the
+    absolute `X-Original-URL`."""
+
+    convention = AUTH_REQUEST
+    _url_header = "X-Original-URL"
+
+    def _method_and_url(self, req: falcon.Request, params: dict) -> tuple[str, str]:
+        method = _header(req, "X-Original-Method", _METHOD)
+        url = req.get_header("X-Original-URL")
+        if url is None or not url.isascii() or not url.isprintable() or " " in url:
+            raise InvalidForwardedRequest("X-Original-URL")
+        return method, url
+
+
+class ForwardAuth(Forwarded):
+    """Traefik, Caddy, APISIX and HAProxy: `X-Forwarded-Method`, `-Proto`, `-Host` and `-Uri` (path and query)."""
+
+    convention = FORWARD_AUTH
+    _url_header = "X-Forwarded-Uri"
+
+    def _method_and_url(self, req: falcon.Request, params: dict) -> tuple[str, str]:
+        method = _header(req, "X-Forwarded-Method", _METHOD)
+        proto = _proto(req)
+        host = _header(req, "X-Forwarded-Host", _HOST)
+        uri = _header(req, "X-Forwarded-Uri", _ORIGIN_FORM)
+        return method, f"{proto}://{host}{uri}"
+
+
+class ExtAuthz(Forwarded):
+    """Envoy's HTTP `ext_authz` with `path_prefix: /authz/ext-authz`: the check request is the original one, its
+    method and `Host` kept, its path behind the prefix; the scheme comes from `X-Forwarded-Proto`.
+
+    The original path leaves no room for a query of the check's own, so a route names its scopes in the prefix:
+    `path_prefix: /authz/ext-authz;scope=read:messages+write:messages` (`+` or an escaped space between scopes).
+    """
+
+    convention = EXT_AUTHZ
+    _url_header = "Host"
+
+    def _method_and_url(self, req: falcon.Request, params: dict) -> tuple[str, str]:
+        if not _METHOD.fullmatch(req.method):
+            raise InvalidForwardedRequest("the request method")
+        proto = _proto(req)
+        host = _header(req, "Host", _HOST)
+        # The raw path, as the client sent it (a DPoP proof's htu names it so): after "/authz/ext-authz[;...]/".
+        parts = raw_path(req).split("/", 3)
+        if len(parts) < 3 or parts[1] != "authz" or not parts[2].startswith("ext-authz"):
+            raise InvalidForwardedRequest("the path")
+        path = "/" + (parts[3] if len(parts) > 3 else "")
+        if not _ORIGIN_FORM.fullmatch(path):
+            raise InvalidForwardedRequest("the path")
+        return req.method, f"{proto}://{host}{path}"
+
+    def _scopes(self, req: falcon.Request, params: dict) -> tuple[str, ...]:
+        return tuple(scope for scope in re.split(r"[+ ]", params.get("scopes", "")) if scope)
