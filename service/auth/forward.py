@@ -20,11 +20,11 @@ malformed one is a 400 naming it, never a guess.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
 import falcon
 
@@ -46,6 +46,8 @@ _ORIGIN_FORM = re.compile(r"/[\x21-\x7e]*")
 _HEADER_SAFE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?")
 SUBJECT, SCOPES, ISSUER, CLIENT_ID = "X-Auth-Subject", "X-Auth-Scopes", "X-Auth-Issuer", "X-Auth-Client-Id"
 IDENTITY_HEADERS = (SUBJECT, SCOPES, ISSUER, CLIENT_ID)
+PEER_CACHE_SIZE = 1024  # peer addresses whose trust is remembered
+IDENTITY_CACHE_SIZE = 4096  # identities (sub, iss, client, scopes) whose headers are remembered
 
 
 class Original(NamedTuple):
@@ -60,18 +62,30 @@ class Original(NamedTuple):
 
 class TrustedPeers:
     """The addresses and networks (`FORWARDED_ALLOW_IPS`, as gunicorn reads it) whose forwarded requests count;
-    "*" trusts every peer. An IPv4-mapped IPv6 peer counts as its IPv4 address."""
+    "*" trusts every peer. An IPv4-mapped IPv6 peer counts as its IPv4 address.
+
+    Answers are kept per peer address (at most PEER_CACHE_SIZE): a check comes from one of a few proxies, and
+    parsing the address costs more than the rest of the trust decision."""
 
     def __init__(self, allowed: Iterable[str]):
         allowed = tuple(allowed)
         self.everyone = "*" in allowed
         self._networks = tuple(ipaddress.ip_network(item) for item in allowed if item != "*")
+        self._known: dict[str, bool] = {}
 
     def __contains__(self, peer: object) -> bool:
         if self.everyone:
             return True
         if not isinstance(peer, str):
             return False
+        known = self._known.get(peer)
+        if known is None:
+            if len(self._known) >= PEER_CACHE_SIZE:  # many peers (a scan): start over rather than grow
+                self._known.clear()
+            known = self._known[peer] = self._trusts(peer)
+        return known
+
+    def _trusts(self, peer: str) -> bool:
         try:
             address = ipaddress.ip_address(peer.split("%", 1)[0])  # an IPv6 zone index names no other host
         except ValueError:  # a UNIX socket peer, or nothing: not a trusted proxy address
@@ -88,6 +102,7 @@ class Forwarded:
 
     def __init__(self, peers: TrustedPeers):
         self._peers = peers
+        self._identities: dict[tuple, dict[str, str]] = {}
 
     def original(self, req: falcon.Request, params: dict) -> Original:
         """The original request, from a trusted peer's check request; raises UntrustedProxy or
@@ -98,8 +113,8 @@ class Forwarded:
         normalized = normalize(url)
         if normalized is None:
             raise InvalidForwardedRequest(self._url_header)
-        path = urlsplit(normalized).path
-        return Original(method, normalized, path, Requires(scopes=self._scopes(req, params)))
+        path = normalized[normalized.index("/", normalized.index("//") + 2) :]  # normalize always gives a path
+        return Original(method, normalized, path, _requires(self._scopes(req, params)))
 
     _url_header = ""  # the header a bad URL is blamed on
 
@@ -108,6 +123,8 @@ class Forwarded:
 
     def _scopes(self, req: falcon.Request, params: dict) -> tuple[str, ...]:
         """The route's required scopes: the check URL's `scope` query parameter, space-separated (all required)."""
+        if not req.query_string:
+            return ()
         values = req.get_param_as_list("scope") or []
         return tuple(scope for value in values for scope in value.split(" ") if scope)
 
@@ -117,40 +134,76 @@ class Forwarded:
         Caddy 2.6 copies a listed header that is absent as its literal placeholder text."""
         return dict.fromkeys(IDENTITY_HEADERS, "")
 
-    @staticmethod
-    def identity(claims: dict) -> dict[str, str]:
+    def identity(self, claims: dict) -> dict[str, str]:
         """The X-Auth-* headers for the upstream. A claim that is not plain header-safe text refuses the request
-        (InvalidToken), since passing it on could split or smuggle a header at the proxy or the upstream."""
-        client_id = claims.get("client_id")
-        if client_id is None:
-            client_id = claims.get("azp")
-        values = {
-            SUBJECT: claims.get("sub"),
-            SCOPES: " ".join(sorted(granted_scopes(claims))),
-            ISSUER: claims.get("iss"),
-            CLIENT_ID: client_id,
-        }
-        headers = {}
-        for name, value in values.items():
-            # An absent claim is an empty header, not a missing one: Caddy 2.6 copies a listed header that is
-            # absent as its literal placeholder text.
-            value = "" if value is None else value
-            if type(value) is not str or not _HEADER_SAFE.fullmatch(value):
-                raise InvalidToken(errors.UNPASSABLE_CLAIM)
-            headers[name] = value
+        (InvalidToken), since passing it on could split or smuggle a header at the proxy or the upstream.
+
+        Kept per identity (the claims they come from), since a hot token's checks all carry the same one."""
+        permissions = claims.get("permissions")
+        key = (
+            claims.get("sub"),
+            claims.get("iss"),
+            claims.get("client_id"),
+            claims.get("azp"),
+            claims.get("scope"),
+            tuple(permissions) if type(permissions) is list else permissions,
+        )
+        try:
+            headers = self._identities.get(key)
+        except TypeError:  # a claim that cannot be hashed (a list, an object): never header-safe text anyway
+            headers = None
+            key = None
+        if headers is None:
+            headers = _identity(claims)
+            if key is not None:
+                if len(self._identities) >= IDENTITY_CACHE_SIZE:
+                    self._identities.clear()
+                self._identities[key] = headers
         return headers
+
+
+def _identity(claims: dict) -> dict[str, str]:
+    """The X-Auth-* headers of `claims`; raises InvalidToken for a value that is not header-safe text."""
+    client_id = claims.get("client_id")
+    if client_id is None:
+        client_id = claims.get("azp")
+    values = {
+        SUBJECT: claims.get("sub"),
+        SCOPES: " ".join(sorted(granted_scopes(claims))),
+        ISSUER: claims.get("iss"),
+        CLIENT_ID: client_id,
+    }
+    headers = {}
+    for name, value in values.items():
+        # An absent claim is an empty header, not a missing one: Caddy 2.6 copies a listed header that is
+        # absent as its literal placeholder text.
+        value = "" if value is None else value
+        if type(value) is not str or not _HEADER_SAFE.fullmatch(value):
+            raise InvalidToken(errors.UNPASSABLE_CLAIM)
+        headers[name] = value
+    return headers
+
+
+@functools.lru_cache(maxsize=256)  # a route's scopes: few distinct ones, asked on every check
+def _requires(scopes: tuple[str, ...]) -> Requires:
+    return Requires(scopes=scopes)
 
 
 def _header(req: falcon.Request, name: str, pattern: re.Pattern) -> str:
     """One header's value when it matches `pattern` in full, else InvalidForwardedRequest naming it."""
-    value = req.get_header(name)
+    value = req.env.get(_environ_key(name))  # the WSGI environ itself: Request.get_header rebuilds the key
     if value is None or not pattern.fullmatch(value):
         raise InvalidForwardedRequest(name)
     return value
 
 
+@functools.cache
+def _environ_key(name: str) -> str:
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
 def _proto(req: falcon.Request) -> str:
-    proto = req.get_header("X-Forwarded-Proto")
+    proto = req.env.get("HTTP_X_FORWARDED_PROTO")
     if proto is None or proto.lower() not in ("http", "https"):
         raise InvalidForwardedRequest("X-Forwarded-Proto")
     return proto.lower()
@@ -165,7 +218,7 @@ class AuthRequest(Forwarded):
 
     def _method_and_url(self, req: falcon.Request, params: dict) -> tuple[str, str]:
         method = _header(req, "X-Original-Method", _METHOD)
-        url = req.get_header("X-Original-URL")
+        url = req.env.get("HTTP_X_ORIGINAL_URL")
         if url is None or not url.isascii() or not url.isprintable() or " " in url:
             raise InvalidForwardedRequest("X-Original-URL")
         return method, url
