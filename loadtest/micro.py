@@ -67,7 +67,7 @@ def best_microseconds(call, rounds: int) -> float:
 def main(rounds: int = 2000) -> None:
     print(f"{'algorithm':<10}{'jwt.decode':>14}{'service':>14}{'ratio':>8}")
     for name, token, pyjwt_key, keys in cases():
-        verifier = TokenVerifier(keys, algorithms=(name,), audiences=(AUDIENCE,), issuer=ISSUER, leeway=5)
+        verifier = TokenVerifier.single(keys, algorithms=(name,), audiences=(AUDIENCE,), issuer=ISSUER, leeway=5)
         verifier.verify(token)  # both paths must accept the token before they are timed
         jwt.decode(token, pyjwt_key, algorithms=[name], audience=AUDIENCE, issuer=ISSUER)
         pyjwt = best_microseconds(
@@ -183,8 +183,8 @@ def hot(rounds: int = 2000) -> None:
         # prometheus_client picks multiprocess mode at import: set it before anything imports it.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
         _, token, _, keys = cases()[0]
-        inner = TokenVerifier(keys, algorithms=("HS256",), audiences=(AUDIENCE,), issuer=ISSUER, leeway=5)
-        cache = CachingVerifier(inner, keys, max_size=CACHE_SIZE, ttl=300.0)
+        inner = TokenVerifier.single(keys, algorithms=("HS256",), audiences=(AUDIENCE,), issuer=ISSUER, leeway=5)
+        cache = CachingVerifier(inner, max_size=CACHE_SIZE, ttl=300.0)
         cache.verify(token)  # the entry the hit and the cache read find
         rows = interleaved(
             [

@@ -115,7 +115,7 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     es = write_tokens(folder / "es.txt", distinct, ec_key, "ES256", EC_KID).read_text().split()
     common = {
         "audiences": (AUDIENCE,),
-        "issuer": ISSUER,
+        "issuers": (ISSUER,),
         "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"],
         "metrics": os.environ.get("METRICS", "1") != "0",
     }

@@ -30,10 +30,23 @@ def describe(settings: Settings) -> list[str]:
             value = _without_password(value)
         elif field.name == "dpop_replay_dir" and value is None and settings.dpop != "off":
             value = "<a temporary directory gunicorn's master makes>"
+        elif field.name == "issuer_entries":
+            value = "; ".join(_entry(entry) for entry in value)
         elif isinstance(value, tuple):
             value = ", ".join(value)
         lines.append(f"{field.name} = {value}")
     return lines
+
+
+def _entry(entry) -> str:
+    """One JWT_ISSUERS_FILE issuer: its iss and where its keys are."""
+    where = entry.jwks_url or entry.jwks_file or "discovery"
+    extra = "".join(
+        f", {name} {', '.join(values)}"
+        for name, values in (("algorithms", entry.algorithms), ("audiences", entry.audiences))
+        if values
+    )
+    return f"{entry.issuer} ({where}{extra})"
 
 
 def _without_password(url: str) -> str:

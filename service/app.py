@@ -20,8 +20,9 @@ from service.auth.middleware import AuthMiddleware, declared_scopes
 from service.auth.nonce import Nonces
 from service.auth.replay import RecordedReplayStore, ReplayStore, replay_store_for
 from service.errors import retry_after, serialize_error
+from service.keys.issuers import Issuer, Issuers
 from service.keys.keyset import KeySource
-from service.keys.sources import load_keys
+from service.keys.sources import load_issuers
 from service.ops.logs import configure_logging
 from service.ops.metrics import Metrics, RequestMetrics
 from service.ops.request_id import RequestIdMiddleware
@@ -41,7 +42,8 @@ def create_app(
     metrics: Metrics | None = None,
     replay_store: ReplayStore | None = None,
 ) -> falcon.App:
-    """The WSGI app. `keys` defaults to the key source the settings name; `clock` gives seconds since the epoch.
+    """The WSGI app. `keys` defaults to the key sources the settings name (one per issuer's key location; given,
+    it serves every configured issuer); `clock` gives seconds since the epoch.
 
     `metrics` defaults to a fresh `Metrics` when `settings.metrics` is on; with it off nothing is recorded and
     there is no /metrics. `keys` passed in record their own fetches (RemoteKeySet's `on_fetch`). `replay_store`
@@ -60,12 +62,19 @@ def create_app(
         on_hit, on_miss = metrics.token_cache_hit, metrics.token_cache_miss
         on_replay = metrics.replay_check
         on_forward = metrics.forward_check
-    keys = keys if keys is not None else load_keys(settings, on_fetch=on_fetch)
+    if keys is not None:  # it records its own fetches
+        issuers = Issuers(
+            [
+                Issuer(trusted.issuer, keys, frozenset(trusted.algorithms), frozenset(trusted.audiences))
+                for trusted in settings.trusted_issuers
+            ]
+        )
+    else:
+        issuers = load_issuers(settings, on_fetch=on_fetch)
+    if metrics is not None:
+        metrics.watch_issuers(issuers.states)
     verifier = TokenVerifier(
-        keys,
-        algorithms=settings.algorithms,
-        audiences=settings.audiences,
-        issuer=settings.issuer,
+        issuers,
         leeway=settings.leeway,
         max_token_age=settings.max_token_age,
         require_at_jwt=settings.require_at_jwt,
@@ -74,7 +83,6 @@ def create_app(
     if settings.cache_size:
         verifier = CachingVerifier(
             verifier,
-            keys,
             max_size=settings.cache_size,
             ttl=settings.cache_ttl,
             clock=clock,
@@ -102,7 +110,7 @@ def create_app(
     scopes = {scope for resource in api.values() for scope in declared_scopes(resource)}
     metadata = resources.ProtectedResourceMetadata(
         urls,
-        settings.issuer,
+        [issuer.name for issuer in issuers.all if issuer.name is not None],
         scopes,
         dpop_algorithms=dpop.proofs.algorithms if dpop is not None else (),
         dpop_required=dpop is not None and dpop.required,
@@ -111,12 +119,12 @@ def create_app(
     if urls.prefix_path:  # RFC 9728 section 3.1: a resource with a path has its metadata under that path
         app.add_route(METADATA_PATH + urls.prefix_path, metadata)
     app.add_route("/healthz", resources.Health())
-    app.add_route("/readyz", resources.Readiness(keys, retry_after=retry_after(settings.jwks_refresh_cooldown)))
+    app.add_route("/readyz", resources.Readiness(issuers, retry_after=retry_after(settings.jwks_refresh_cooldown)))
     if metrics is not None:
         app.add_route("/metrics", resources.MetricsText(metrics))
     if settings.forward_auth:
         _add_forward_auth(app, TrustedPeers(settings.forwarded_allow_ips))
-    keys.start()
+    issuers.start()
     return app
 
 

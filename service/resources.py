@@ -10,7 +10,7 @@ import falcon
 from service.auth.forward import Forwarded
 from service.auth.middleware import Requires
 from service.errors import KEYS_NOT_FETCHED, JwksUnavailable
-from service.keys.keyset import KeySource
+from service.keys.issuers import Issuers
 from service.ops.metrics import CONTENT_TYPE, Metrics
 from service.urls import ApiUrls
 
@@ -53,17 +53,26 @@ class Health:
 
 
 class Readiness:
-    """Readiness: 200 when tokens can be verified (keys held, or an HS secret), else 503 with the reason."""
+    """Readiness: 200 when tokens can be verified (keys held, or an HS secret), else 503 with the reason.
 
-    def __init__(self, keys: KeySource, retry_after: int):
-        self._keys = keys
+    With several issuers it is 200 while any issuer's keys are held, and the body gives each one's state: an
+    identity provider is a dependency every replica shares, so its outage must not take every replica out of
+    service and turn one issuer's 503s into everyone's (the replay store's rule, docs/configuration.md)."""
+
+    def __init__(self, issuers: Issuers, retry_after: int):
+        self._issuers = issuers
         self._retry_after = retry_after
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not self._keys.ready:
-            self._keys.start()  # a probe is a reason to try the provider again (at most once per cooldown)
+        issuers = self._issuers
+        if not issuers.ready or len(issuers.all) > 1:
+            issuers.start()  # a probe is a reason to try a provider again (at most once per cooldown)
+        if not issuers.ready:
             raise JwksUnavailable(self._retry_after, KEYS_NOT_FETCHED).to_http()
-        resp.media = {"status": "ready"}
+        if len(issuers.all) > 1:
+            resp.media = {"status": "ready", "issuers": issuers.states()}
+        else:
+            resp.media = {"status": "ready"}
 
     on_head = on_get
 
@@ -79,7 +88,7 @@ class ProtectedResourceMetadata:
     def __init__(
         self,
         urls: ApiUrls,
-        authorization_server: str | None,
+        authorization_servers: list[str],
         scopes: set[str],
         *,
         dpop_algorithms: tuple[str, ...] = (),
@@ -87,8 +96,8 @@ class ProtectedResourceMetadata:
     ):
         self._urls = urls
         document: dict[str, object] = {}
-        if authorization_server:
-            document["authorization_servers"] = [authorization_server]
+        if authorization_servers:
+            document["authorization_servers"] = list(authorization_servers)
         document["scopes_supported"] = sorted(scopes)
         document["bearer_methods_supported"] = ["header"]
         if dpop_algorithms:

@@ -10,6 +10,7 @@ import ipaddress
 import math
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -47,6 +48,48 @@ class ConfigError(ValueError):
     """A configuration value is missing or wrong; the message is one sentence naming the variable."""
 
 
+# The fields of a JWT_ISSUERS_FILE [[issuers]] table.
+ISSUER_FIELDS = ("issuer", "jwks_url", "jwks_file", "algorithms", "audiences")
+
+
+@dataclass(frozen=True)
+class IssuerEntry:
+    """One [[issuers]] table of JWT_ISSUERS_FILE: the `iss` it trusts, where its keys are (neither: OpenID Connect
+    discovery), and its own algorithms and audiences (empty: JWT_ALGORITHMS and JWT_AUDIENCE)."""
+
+    issuer: str
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    algorithms: tuple[str, ...] = ()
+    audiences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """An issuer whose tokens are accepted, with everything its tokens are verified with. `issuer` None: any `iss`
+    (no JWT_ISSUER). `key_source` is "secret", "file", "url" or "discovery"; issuers with the same key location
+    share one key set (Settings.trusted_issuers)."""
+
+    issuer: str | None
+    key_source: str
+    algorithms: tuple[str, ...]
+    audiences: tuple[str, ...]
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+
+    @property
+    def discovery_url(self) -> str | None:
+        """The OpenID Connect discovery document of the issuer, in discovery mode."""
+        if self.key_source != "discovery":
+            return None
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+    @property
+    def key_location(self) -> tuple:
+        """Where the keys come from and for which algorithms: issuers with equal locations share one key set."""
+        return (self.key_source, self.jwks_url, self.jwks_file, self.discovery_url, self.algorithms)
+
+
 def default_workers() -> int:
     """One worker per CPU this process may run on (threads inside each worker add concurrency)."""
     try:
@@ -61,7 +104,9 @@ class Settings:
 
     audiences: tuple[str, ...]
     algorithms: tuple[str, ...]
-    issuer: str | None = None
+    # JWT_ISSUER: the accepted `iss` values (empty: any). One key source serves them all, or each its own
+    # discovery when there is none.
+    issuers: tuple[str, ...] = ()
     secret: bytes | None = field(default=None, repr=False)
     jwks_file: str | None = None
     jwks_url: str | None = None
@@ -108,9 +153,15 @@ class Settings:
     # Addresses and networks (or "*") whose X-Forwarded-Proto gunicorn honours and whose forward-auth checks are
     # answered; gunicorn.conf.py hands the same value to gunicorn.
     forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
+    # JWT_ISSUERS_FILE and its [[issuers]] tables, checked as it was read: per-issuer keys, algorithms, audiences.
+    issuers_file: str | None = None
+    issuer_entries: tuple[IssuerEntry, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_key_source(self)
+        if self.issuers_file is not None:
+            _check_issuers_file_alone(self)
+        else:
+            _check_key_source(self)
         if not self.audiences or not all(self.audiences):
             raise ConfigError("JWT_AUDIENCE must name at least one audience.")
         _check_seconds("JWT_LEEWAY", self.leeway, allow_zero=True)
@@ -142,7 +193,10 @@ class Settings:
 
     @property
     def key_source(self) -> str:
-        """Where verification keys come from: "secret", "file", "url" or "discovery" (from JWT_ISSUER)."""
+        """Where verification keys come from: "secret", "file", "url", "discovery" (from JWT_ISSUER), or
+        "issuers-file" (each issuer of JWT_ISSUERS_FILE its own)."""
+        if self.issuers_file is not None:
+            return "issuers-file"
         if self.secret:
             return "secret"
         if self.jwks_file:
@@ -150,11 +204,26 @@ class Settings:
         return "url" if self.jwks_url else "discovery"
 
     @property
-    def discovery_url(self) -> str | None:
-        """The OpenID Connect discovery document of the issuer, in discovery mode."""
-        if self.key_source != "discovery":
-            return None
-        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+    def trusted_issuers(self) -> tuple[TrustedIssuer, ...]:
+        """Every issuer whose tokens are accepted, in the configured order; one with issuer None (any `iss`) when
+        JWT_ISSUER is unset."""
+        if self.issuers_file is not None:
+            return tuple(
+                TrustedIssuer(
+                    entry.issuer,
+                    "url" if entry.jwks_url else "file" if entry.jwks_file else "discovery",
+                    entry.algorithms or self.algorithms,
+                    entry.audiences or self.audiences,
+                    jwks_url=entry.jwks_url,
+                    jwks_file=entry.jwks_file,
+                )
+                for entry in self.issuer_entries
+            )
+        source = self.key_source
+        return tuple(
+            TrustedIssuer(issuer, source, self.algorithms, self.audiences, self.jwks_url, self.jwks_file)
+            for issuer in (self.issuers or (None,))
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -169,7 +238,7 @@ class Settings:
         return cls(
             audiences=_csv(env["JWT_AUDIENCE"]),
             algorithms=_csv(env.get("JWT_ALGORITHMS", default_algorithm)),
-            issuer=env.get("JWT_ISSUER"),
+            issuers=_csv(env.get("JWT_ISSUER", "")),
             secret=secret.encode() if secret else None,
             jwks_file=env.get("JWT_JWKS_FILE"),
             jwks_url=env.get("JWT_JWKS_URL"),
@@ -203,6 +272,8 @@ class Settings:
             dpop_replay_capacity=int(_number(env, "DPOP_REPLAY_CAPACITY", DEFAULT_DPOP_REPLAY_CAPACITY, integer=True)),
             forward_auth=_flag(env, "FORWARD_AUTH", False),
             forwarded_allow_ips=_csv(env.get("FORWARDED_ALLOW_IPS", ",".join(DEFAULT_FORWARDED_ALLOW_IPS))),
+            issuers_file=env.get("JWT_ISSUERS_FILE"),
+            issuer_entries=_issuers_file(env["JWT_ISSUERS_FILE"]) if "JWT_ISSUERS_FILE" in env else (),
         )
 
 
@@ -214,14 +285,21 @@ def _key_sources(env: Mapping[str, object]) -> list[str]:
 
 
 def _auth0(env: Mapping[str, str]) -> dict[str, str]:
-    """AUTH0_DOMAIN stands for the tenant's issuer and JWKS URL; it cannot be combined with either."""
-    clashing = [name for name in ("JWT_ISSUER", *_KEY_SOURCES) if name in env]
+    """AUTH0_DOMAIN stands for the tenant's issuer and JWKS URL; it cannot be combined with either.
+
+    A comma list names one tenant's domains (its canonical domain and custom domains), each an issuer of its own
+    signed by the same keys: the JWKS comes from the first. Two tenants have two key sets: JWT_ISSUERS_FILE.
+    """
+    clashing = [name for name in ("JWT_ISSUER", "JWT_ISSUERS_FILE", *_KEY_SOURCES) if name in env]
     if clashing:
         raise ConfigError(
             f"AUTH0_DOMAIN and {clashing[0]} are both set: AUTH0_DOMAIN already sets the issuer and keys."
         )
-    domain = _auth0_host(env["AUTH0_DOMAIN"])
-    return {"JWT_ISSUER": f"https://{domain}/", "JWT_JWKS_URL": f"https://{domain}/.well-known/jwks.json"}
+    domains = [_auth0_host(domain) for domain in _csv(env["AUTH0_DOMAIN"])]
+    return {
+        "JWT_ISSUER": ",".join(f"https://{domain}/" for domain in domains),
+        "JWT_JWKS_URL": f"https://{domains[0]}/.well-known/jwks.json",
+    }
 
 
 def _auth0_host(value: str) -> str:
@@ -243,7 +321,7 @@ def _check_key_source(settings: Settings) -> None:
     )
     if len(sources) > 1:
         raise ConfigError(f"{sources[0]} and {sources[1]} are both set: choose one key source.")
-    if not sources and not settings.issuer:
+    if not sources and not settings.issuers:
         raise ConfigError(
             "No key source: set JWT_JWKS_URL, AUTH0_DOMAIN or JWT_ISSUER (OpenID Connect discovery) for "
             "public keys, JWT_JWKS_FILE for a local JWKS, or JWT_SECRET for HS256."
@@ -251,7 +329,14 @@ def _check_key_source(settings: Settings) -> None:
     if settings.jwks_url:
         _check_fetch_url("JWT_JWKS_URL", settings.jwks_url)
     if not sources:
-        _check_fetch_url("JWT_ISSUER", settings.issuer)
+        for issuer in settings.issuers:
+            _check_fetch_url("JWT_ISSUER", issuer)
+    if len(set(settings.issuers)) != len(settings.issuers):
+        raise ConfigError("JWT_ISSUER names an issuer twice.")
+    _check_algorithms(settings)
+
+
+def _check_algorithms(settings: Settings) -> None:
     if not settings.algorithms:
         raise ConfigError("JWT_ALGORITHMS must name at least one algorithm.")
     unknown = [name for name in settings.algorithms if name not in algorithms.SUPPORTED]
@@ -271,6 +356,103 @@ def _check_key_source(settings: Settings) -> None:
         needed = max(algorithms.HMAC_MIN_SECRET_BYTES[name] for name in hmac)
         if len(settings.secret) < needed:
             raise ConfigError(f"JWT_SECRET is too short: {', '.join(hmac)} needs at least {needed} bytes.")
+
+
+def _check_issuers_file_alone(settings: Settings) -> None:
+    """JWT_ISSUERS_FILE names every issuer and its keys: nothing else may say where keys come from."""
+    clashing = [
+        name
+        for name, value in (
+            ("JWT_ISSUER", settings.issuers),
+            ("JWT_SECRET", settings.secret),
+            ("JWT_JWKS_FILE", settings.jwks_file),
+            ("JWT_JWKS_URL", settings.jwks_url),
+        )
+        if value
+    ]
+    if clashing:
+        raise ConfigError(
+            f"JWT_ISSUERS_FILE and {clashing[0]} are both set: the file names every issuer and where its keys are."
+        )
+    if not settings.issuer_entries:
+        raise ConfigError(f"JWT_ISSUERS_FILE ({settings.issuers_file}) names no issuer: add [[issuers]] tables.")
+    _check_algorithms(settings)
+
+
+def _issuers_file(path: str) -> tuple[IssuerEntry, ...]:
+    """The [[issuers]] tables of the TOML file at `path`, each checked; ConfigError names the file, the issuer
+    (or the table's place) and the field."""
+    where = f"JWT_ISSUERS_FILE ({path})"
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"{where} cannot be read: {error.strerror}.") from None
+    except tomllib.TOMLDecodeError as error:  # its message gives the line and column, not the text there
+        raise ConfigError(f"{where} is not valid TOML: {error}.") from None
+    extra = sorted(set(document) - {"issuers"})
+    if extra:
+        raise ConfigError(f"{where} has {extra[0]!r} at the top: only [[issuers]] tables belong there.")
+    tables = document.get("issuers", [])
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise ConfigError(f"{where}: issuers must be [[issuers]] tables.")
+    entries = [_issuer_entry(where, n, table) for n, table in enumerate(tables, start=1)]
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.issuer in seen:
+            raise ConfigError(f"{where}: issuer {entry.issuer} is listed twice.")
+        seen.add(entry.issuer)
+    return tuple(entries)
+
+
+def _issuer_entry(where: str, n: int, table: dict) -> IssuerEntry:
+    issuer = table.get("issuer")
+    if not isinstance(issuer, str) or not issuer.strip():
+        raise ConfigError(f"{where}: [[issuers]] table {n}: issuer is required (the exact iss of its tokens).")
+    where = f"{where}: issuer {issuer}"
+    unknown = sorted(set(table) - set(ISSUER_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}; the fields are {', '.join(ISSUER_FIELDS)}.")
+    jwks_url, jwks_file = table.get("jwks_url"), table.get("jwks_file")
+    if jwks_url is not None and jwks_file is not None:
+        raise ConfigError(f"{where}: jwks_url and jwks_file are both set: choose one (neither: discovery).")
+    for name, value in (("jwks_url", jwks_url), ("jwks_file", jwks_file)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"{where}: {name} must be a string.")
+    if jwks_url is not None and not urls.is_secure_url(jwks_url):
+        raise ConfigError(f"{where}: jwks_url must be an https:// URL (plain http is allowed only for localhost).")
+    if jwks_url is None and jwks_file is None and not urls.is_secure_url(issuer):
+        raise ConfigError(
+            f"{where}: issuer must be an https:// URL for OpenID Connect discovery (plain http only for localhost), "
+            "or set jwks_url or jwks_file."
+        )
+    algorithm_names = _string_list(where, table, "algorithms", "JWT_ALGORITHMS")
+    unknown = [name for name in algorithm_names if name not in algorithms.ASYMMETRIC_KEY_TYPES]
+    if unknown:
+        raise ConfigError(
+            f"{where}: algorithms has {unknown[0]!r}; choose from {', '.join(sorted(algorithms.ASYMMETRIC_KEY_TYPES))} "
+            "(public-key algorithms only)."
+        )
+    return IssuerEntry(
+        issuer,
+        jwks_url=jwks_url,
+        jwks_file=jwks_file,
+        algorithms=algorithm_names,
+        audiences=_string_list(where, table, "audiences", "JWT_AUDIENCE"),
+    )
+
+
+def _string_list(where: str, table: dict, name: str, instead: str) -> tuple[str, ...]:
+    """The table's list of strings `name`; () when it is left out, which means the `instead` variable's."""
+    if name not in table:
+        return ()
+    value = table[name]
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) and item.strip() for item in value):
+        raise ConfigError(
+            f'{where}: {name} must be a list of one or more non-empty strings, such as ["a", "b"] '
+            f"(leave it out for {instead})."
+        )
+    return tuple(item.strip() for item in value)
 
 
 def _check_dpop(settings: Settings) -> None:

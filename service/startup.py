@@ -22,7 +22,7 @@ from service.auth.replay import REPLAY_FILE, RedisReplayStore, replay_store_for
 from service.auth.replay import table as replay_table
 from service.keys.fetch import FetchError, network_reason
 from service.keys.jwks import RemoteKeySet
-from service.keys.sources import load_keys, prefetch
+from service.keys.sources import load_issuers, prefetch
 from service.ops.logs import configure_logging
 from service.settings import ConfigError, Settings
 
@@ -57,15 +57,24 @@ def load_or_exit(environ: Mapping[str, str], *, strict: bool = False) -> Setting
 def _unanswered(settings: Settings, environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
     """(what failed, what the service does meanwhile) for each dependency that does not answer, in order;
     raises ConfigError for one that answers wrongly."""
-    keys = load_keys(settings)
-    if isinstance(keys, RemoteKeySet):
-        error = prefetch(settings, keys)
+    issuers = load_issuers(settings)
+    trusted = {issuer.name: entry for issuer, entry in zip(issuers.all, settings.trusted_issuers, strict=True)}
+    several = len(issuers.all) > 1
+    fetched: set[int] = set()
+    for issuer in issuers.all:
+        keys = issuer.keys
+        if not isinstance(keys, RemoteKeySet) or id(keys) in fetched:
+            continue  # issuers sharing a key set fetch it once
+        fetched.add(id(keys))
+        entry = trusted[issuer.name]
+        error = prefetch(entry, keys)
         if error is not None:
-            where = getattr(error, "url", None) or keys.location.jwks_url or settings.discovery_url
+            where = getattr(error, "url", None) or keys.location.jwks_url or entry.discovery_url
             reason = str(error) if isinstance(error, FetchError) else error.__class__.__name__
+            whose = f" for {issuer.name}" if several else ""
             yield (
-                f"{_keys_variable(settings, environ)}: cannot get signing keys from {where}: {reason}",
-                "secured requests get 503 until the provider answers",
+                f"{_keys_variable(settings, environ)}: cannot get signing keys{whose} from {where}: {reason}",
+                f"{'its' if several else 'secured'} requests get 503 until the provider answers",
             )
     if settings.dpop == "off":
         return
@@ -94,8 +103,8 @@ def _unanswered(settings: Settings, environ: Mapping[str, str]) -> Iterator[tupl
 def _keys_variable(settings: Settings, environ: Mapping[str, str]) -> str:
     """The variable that named where the keys are. AUTH0_DOMAIN stands for JWT_JWKS_URL (Settings refuses the
     two together), so the operator is told the one they set."""
-    if settings.key_source == "discovery":
-        return "JWT_ISSUER"
+    if settings.key_source in ("discovery", "issuers-file"):
+        return "JWT_ISSUER" if settings.key_source == "discovery" else "JWT_ISSUERS_FILE"
     return "AUTH0_DOMAIN" if environ.get("AUTH0_DOMAIN", "").strip() else "JWT_JWKS_URL"
 
 

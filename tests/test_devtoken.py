@@ -21,7 +21,7 @@ def dev_client(directory, **settings) -> falcon.testing.TestClient:
     jwks_file = str(directory / "jwks.json")
     return falcon.testing.TestClient(
         create_app(
-            Settings(audiences=(AUDIENCE,), algorithms=("RS256",), issuer=ISSUER, jwks_file=jwks_file, **settings)
+            Settings(audiences=(AUDIENCE,), algorithms=("RS256",), issuers=(ISSUER,), jwks_file=jwks_file, **settings)
         )
     )
 
@@ -144,7 +144,7 @@ def test_encode_signs_the_claims_asked_for():
 def test_a_token_encoded_with_a_loaded_key_passes_the_service_trusting_its_kid(tmp_path):
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps({"keys": [jose.public_jwk(EC_KEY, "k-1")]}))
-    settings = Settings(audiences=(AUDIENCE,), algorithms=("ES256",), issuer=ISSUER, jwks_file=str(jwks_file))
+    settings = Settings(audiences=(AUDIENCE,), algorithms=("ES256",), issuers=(ISSUER,), jwks_file=str(jwks_file))
     client = falcon.testing.TestClient(create_app(settings, clock=FakeClock(NOW)))
     token = devtoken.encode(EC_KEY, "ES256", issuer=ISSUER, audience=AUDIENCE, kid="k-1", now=NOW)
     assert jose.header_of(token)["kid"] == "k-1"
@@ -166,7 +166,7 @@ def test_sign_proof_proves_a_loaded_key_for_one_request():
 
 
 def test_a_proof_of_a_loaded_key_passes_with_a_token_bound_by_the_independent_thumbprint():
-    settings = Settings(audiences=(AUDIENCE,), algorithms=("HS256",), issuer=ISSUER, secret=SECRET.encode())
+    settings = Settings(audiences=(AUDIENCE,), algorithms=("HS256",), issuers=(ISSUER,), secret=SECRET.encode())
     client = falcon.testing.TestClient(create_app(settings, clock=FakeClock(NOW)))
     jkt = jose.key_thumbprint(DPOP_KEY)
     token = devtoken.encode(SECRET, "HS256", issuer=ISSUER, audience=AUDIENCE, now=NOW, jkt=jkt)

@@ -22,7 +22,7 @@ def test_defaults_for_a_secret():
     result = settings()
     assert result.audiences == ("https://api.example.com",)
     assert result.algorithms == ("HS256",)
-    assert result.issuer is None
+    assert result.issuers == ()
     assert result.leeway == 5
     assert result.cors_allow_origins == ("*",)
     assert result.port == 8000
@@ -46,7 +46,7 @@ def test_lists_are_comma_separated_and_trimmed():
 
 
 def test_empty_variables_count_as_unset():
-    assert settings(JWT_ISSUER="", PORT=" ").issuer is None
+    assert settings(JWT_ISSUER="", PORT=" ").issuers == ()
 
 
 def test_numbers_and_flags_are_parsed():
@@ -133,7 +133,7 @@ def test_auth0_domain_sets_issuer_and_jwks_url():
         "HTTPS://Tenant.eu.auth0.com",
     ):
         result = Settings.from_env({"JWT_AUDIENCE": "a", "AUTH0_DOMAIN": domain})
-        assert result.issuer == "https://tenant.eu.auth0.com/"
+        assert result.issuers == ("https://tenant.eu.auth0.com/",)
         assert result.jwks_url == "https://tenant.eu.auth0.com/.well-known/jwks.json"
         assert result.algorithms == ("RS256",)
 
@@ -170,7 +170,8 @@ def test_every_boolean_variable_refuses_anything_else_naming_the_variable(variab
 def test_issuer_alone_means_openid_connect_discovery():
     result = Settings.from_env({"JWT_AUDIENCE": "a", "JWT_ISSUER": "https://idp.example.com/realms/x/"})
     assert result.key_source == "discovery"
-    assert result.discovery_url == "https://idp.example.com/realms/x/.well-known/openid-configuration"
+    (trusted,) = result.trusted_issuers
+    assert trusted.discovery_url == "https://idp.example.com/realms/x/.well-known/openid-configuration"
 
 
 @pytest.mark.parametrize(
@@ -322,3 +323,157 @@ def test_bad_replay_store_or_nonce_setting_names_the_variable_and_never_the_pass
     error = config_error(**env)
     assert message in error
     assert "secret-pw" not in error
+
+
+# --- several issuers ---------------------------------------------------------------------------------------------
+
+
+def test_jwt_issuer_takes_a_comma_list_each_with_its_own_discovery():
+    result = Settings.from_env({"JWT_AUDIENCE": "a", "JWT_ISSUER": "https://a.example.com/, https://b.example.com/"})
+    assert result.issuers == ("https://a.example.com/", "https://b.example.com/")
+    a, b = result.trusted_issuers
+    assert (a.key_source, b.key_source) == ("discovery", "discovery")
+    assert a.discovery_url == "https://a.example.com/.well-known/openid-configuration"
+    assert a.key_location != b.key_location
+
+
+def test_a_jwt_issuer_list_with_one_key_source_shares_it():
+    environ = {"JWT_AUDIENCE": "a", "JWT_ISSUER": "https://a/,https://b/", "JWT_JWKS_URL": "https://idp/jwks"}
+    a, b = Settings.from_env(environ).trusted_issuers
+    assert (a.issuer, b.issuer) == ("https://a/", "https://b/")
+    assert a.key_location == b.key_location
+    assert a.jwks_url == "https://idp/jwks"
+
+
+def test_auth0_domain_takes_one_tenant_s_domains_with_the_first_s_keys():
+    result = Settings.from_env({"JWT_AUDIENCE": "a", "AUTH0_DOMAIN": "tenant.us.auth0.com, login.example.com"})
+    assert result.issuers == ("https://tenant.us.auth0.com/", "https://login.example.com/")
+    assert result.jwks_url == "https://tenant.us.auth0.com/.well-known/jwks.json"
+    assert len({trusted.key_location for trusted in result.trusted_issuers}) == 1
+
+
+def test_an_issuer_listed_twice_stops_the_start():
+    assert config_error(JWT_ISSUER="https://a/,https://a/") == "JWT_ISSUER names an issuer twice."
+
+
+def write_issuers(tmp_path, text: str) -> str:
+    path = tmp_path / "issuers.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def from_file(tmp_path, text: str, **env) -> Settings:
+    return Settings.from_env({"JWT_AUDIENCE": "default-aud", "JWT_ISSUERS_FILE": write_issuers(tmp_path, text), **env})
+
+
+def test_the_issuers_file_gives_each_issuer_its_keys_algorithms_and_audiences(tmp_path):
+    result = from_file(
+        tmp_path,
+        """
+[[issuers]]
+issuer = "https://a.example.com/"
+jwks_url = "https://a.example.com/jwks"
+
+[[issuers]]
+issuer = "https://b.example.com/"
+jwks_file = "/keys/b.json"
+algorithms = ["ES256", "PS256"]
+audiences = ["orders"]
+
+[[issuers]]
+issuer = "https://c.example.com/"
+""",
+        JWT_ALGORITHMS="RS256",
+    )
+    assert result.key_source == "issuers-file"
+    a, b, c = result.trusted_issuers
+    assert (a.key_source, a.jwks_url, a.algorithms, a.audiences) == (
+        "url",
+        "https://a.example.com/jwks",
+        ("RS256",),
+        ("default-aud",),
+    )
+    assert (b.key_source, b.jwks_file, b.algorithms, b.audiences) == (
+        "file",
+        "/keys/b.json",
+        ("ES256", "PS256"),
+        ("orders",),
+    )
+    assert (c.key_source, c.discovery_url) == ("discovery", "https://c.example.com/.well-known/openid-configuration")
+
+
+@pytest.mark.parametrize(
+    ("table", "names"),
+    [
+        ('jwks_url = "https://a/jwks"', "issuer is required"),
+        ('issuer = ""', "issuer is required"),
+        ("issuer = 42", "issuer is required"),
+        ('issuer = "https://a/"\njwks_url = "http://a.example.com/jwks"', "issuer https://a/: jwks_url must be"),
+        ('issuer = "https://a/"\njwks_url = 7', "issuer https://a/: jwks_url must be a string"),
+        ('issuer = "https://a/"\njwks_file = ""', "issuer https://a/: jwks_file must be a string"),
+        (
+            'issuer = "https://a/"\njwks_url = "https://a/j"\njwks_file = "/k.json"',
+            "issuer https://a/: jwks_url and jwks_file",
+        ),
+        ('issuer = "http://a.example.com/"', "issuer http://a.example.com/: issuer must be an https:// URL"),
+        ('issuer = "https://a/"\nalgorithms = ["HS256"]', "issuer https://a/: algorithms has 'HS256'"),
+        ('issuer = "https://a/"\nalgorithms = ["none"]', "issuer https://a/: algorithms has 'none'"),
+        ('issuer = "https://a/"\nalgorithms = "RS256"', "issuer https://a/: algorithms must be a list"),
+        ('issuer = "https://a/"\nalgorithms = []', "issuer https://a/: algorithms must be a list"),
+        ('issuer = "https://a/"\naudiences = [""]', "issuer https://a/: audiences must be a list"),
+        ('issuer = "https://a/"\naudiences = [1]', "issuer https://a/: audiences must be a list"),
+        ('issuer = "https://a/"\njwks = "https://a/j"', "issuer https://a/: unknown field 'jwks'"),
+    ],
+)
+def test_each_bad_field_of_the_issuers_file_stops_the_start_naming_file_issuer_and_field(tmp_path, table, names):
+    path = write_issuers(tmp_path, f"[[issuers]]\n{table}\n")
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"JWT_AUDIENCE": "a", "JWT_ISSUERS_FILE": path})
+    message = str(raised.value)
+    assert message.startswith(f"JWT_ISSUERS_FILE ({path}): ")
+    assert names in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("", "names no issuer"),
+        ("issuers = 3", "issuers must be [[issuers]] tables"),
+        (
+            '[[issuers]]\nissuer = "https://a/"\n[[issuers]]\nissuer = "https://a/"\n',
+            "issuer https://a/ is listed twice",
+        ),
+        ('[other]\nx = 1\n[[issuers]]\nissuer = "https://a/"\n', "has 'other' at the top"),
+        ("[[issuers]\n", "is not valid TOML"),
+    ],
+)
+def test_a_bad_issuers_file_stops_the_start_naming_it(tmp_path, text, names):
+    path = write_issuers(tmp_path, text)
+    with pytest.raises(ConfigError, match=r"^JWT_ISSUERS_FILE") as raised:
+        Settings.from_env({"JWT_AUDIENCE": "a", "JWT_ISSUERS_FILE": path})
+    assert path in str(raised.value) and names in str(raised.value)
+
+
+def test_an_unreadable_issuers_file_stops_the_start(tmp_path):
+    missing = str(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match=r"^JWT_ISSUERS_FILE .* cannot be read: No such file"):
+        Settings.from_env({"JWT_AUDIENCE": "a", "JWT_ISSUERS_FILE": missing})
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"JWT_ISSUER": "https://a/"},
+        {"JWT_JWKS_URL": "https://a/jwks"},
+        {"JWT_JWKS_FILE": "/k.json"},
+        {"JWT_SECRET": "s" * 32},
+        {"AUTH0_DOMAIN": "tenant.auth0.com"},
+    ],
+)
+def test_the_issuers_file_cannot_be_combined_with_another_key_source(tmp_path, other):
+    path = write_issuers(tmp_path, '[[issuers]]\nissuer = "https://a/"\n')
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"JWT_AUDIENCE": "a", "JWT_ISSUERS_FILE": path, **other})
+    (name,) = other
+    assert "JWT_ISSUERS_FILE" in str(raised.value) and name in str(raised.value)

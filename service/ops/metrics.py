@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 import falcon
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # the Prometheus text format that `Metrics.exposition` writes
@@ -34,7 +34,6 @@ UNMATCHED = "unmatched"  # the route of requests no route matched: never the raw
 # Seconds. A cached token is answered in well under a millisecond and a cold RS256 one in about one; a
 # request near a second waited for a JWKS fetch.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-FETCH_RESULTS = ("ok", "error")
 REPLAY_OUTCOMES = ("ok", "replayed", "error")
 # Seconds: a shared-memory or in-memory check takes microseconds, a Redis round trip about a millisecond, and a
 # failing Redis up to DPOP_REPLAY_TIMEOUT.
@@ -106,12 +105,22 @@ class Metrics:
             ("result",),
             registry=self.registry,
         )
-        fetches = Counter(
+        self._jwks_fetches = Counter(
             "jwt_api_jwks_fetches",
-            "JWKS fetches by the workers, by result: ok or error.",
-            ("result",),
+            "JWKS fetches by the workers, by issuer (the first configured one a key set serves; any: none "
+            "configured) and result: ok or error.",
+            ("issuer", "result"),
             registry=self.registry,
         )
+        # In multiprocess mode the lowest of the live workers' values: 1 only when every worker holds the keys.
+        self._keys_held = Gauge(
+            "jwt_api_issuer_keys_held",
+            "1 when the issuer's signing keys are held (its tokens can be verified), else 0; by issuer.",
+            ("issuer",),
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self._issuer_states: Callable[[], dict[str, str]] | None = None
         replay_checks = Counter(
             "jwt_api_dpop_replay_checks",
             "DPoP replay-store calls, by outcome: ok (first use), replayed, or error (the store did not answer).",
@@ -131,7 +140,6 @@ class Metrics:
         self._pending: dict[Callable[[float], None], float] = {}
         self._cache_hit = cache.labels("hit").inc
         self._cache_miss = cache.labels("miss").inc
-        self._fetches = {result: fetches.labels(result).inc for result in FETCH_RESULTS}
         self._outcomes: dict[tuple[str, str], Callable[[float], None]] = {}
         self._forwards: dict[tuple[str, str, str], Callable[[float], None]] = {}
         self._routes: dict[str, _Route] = {}
@@ -181,12 +189,25 @@ class Metrics:
         """Count one DPoP replay-store call ("ok", "replayed" or "error") and observe how long it took."""
         self._count_and_observe(self._replay_checks[outcome], self._replay_latency, seconds)
 
-    def jwks_fetch(self, result: str) -> None:
-        """Count one JWKS fetch: "ok" when keys were loaded, else "error". Rare, so written at once."""
-        self._fetches[result]()
+    def jwks_fetch(self, issuer: str, result: str) -> None:
+        """Count one JWKS fetch for `issuer` (a configured issuer's label, never a token's): "ok" when keys were
+        loaded, else "error". Rare, so written at once."""
+        self._jwks_fetches.labels(issuer, result).inc()
+
+    def watch_issuers(self, states: Callable[[], dict[str, str]]) -> None:
+        """Show each issuer's key state (Issuers.states: label -> "ready" or not) as jwt_api_issuer_keys_held,
+        read at every flush."""
+        self._issuer_states = states
+        self._show_issuers()
+
+    def _show_issuers(self) -> None:
+        if self._issuer_states is not None:
+            for label, state in self._issuer_states().items():
+                self._keys_held.labels(label).set(1 if state == "ready" else 0)
 
     def flush(self) -> None:
         """Apply the pending tally to prometheus_client's values (in multiprocess mode, this worker's files)."""
+        self._show_issuers()
         with self._lock:
             pending, self._pending = self._pending, {}
         for increment, amount in pending.items():

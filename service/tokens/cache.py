@@ -3,7 +3,7 @@
 What Envoy's JWT filter does and no Python library does. Keyed by the whole token; an entry holds the
 verified claims and the key that verified them, and is used only while the token is still valid (its `exp`
 plus the leeway, and any maximum age) and never longer than the cache TTL, and only while its key is still
-held by the key source, so a key removed at the provider takes its tokens with it. Only successful
+held by its issuer's key source, so a key removed at the provider takes its tokens with it. Only successful
 verifications are cached; scopes are still checked on every request by the middleware.
 """
 
@@ -23,6 +23,7 @@ from service.tokens.verifier import TokenVerifier
 class _Entry:
     claims: Mapping
     key: VerificationKey
+    keys: KeySource  # the key source of the token's issuer, which must still hold `key`
     expires_at: float  # seconds since the epoch, on the verifier's clock
 
 
@@ -41,7 +42,6 @@ class CachingVerifier:
     def __init__(
         self,
         verifier: TokenVerifier,
-        keys: KeySource,
         *,
         max_size: int,
         ttl: float,
@@ -50,7 +50,6 @@ class CachingVerifier:
         on_miss: Callable[[], None] = _ignore,
     ):
         self._verifier = verifier
-        self._keys = keys
         self._max_size = max_size
         self._ttl = ttl
         self._clock = clock
@@ -75,17 +74,17 @@ class CachingVerifier:
             entry = self._entries.get(token)
         now = self._clock()
         if entry is not None:
-            if now < entry.expires_at and self._keys.holds(entry.key):
+            if now < entry.expires_at and entry.keys.holds(entry.key):
                 self._on_hit()
                 return entry.claims
             with self._lock:  # under the lock, so the eviction below never finds the cache emptied under it
                 self._entries.pop(token, None)
         self._on_miss()
-        claims, key = self._verifier.verify_with_key(token)
+        claims, key, issuer = self._verifier.verify_with_key(token)
         expires_at = min(self._verifier.valid_until(claims), now + self._ttl)
         entries = self._entries
         with self._lock:
             while len(entries) >= self._max_size:
                 entries.popitem(last=False)  # the oldest
-            entries[token] = _Entry(claims, key, expires_at)
+            entries[token] = _Entry(claims, key, issuer.keys, expires_at)
         return claims

@@ -1,9 +1,9 @@
 """Token verification: a bearer token in, its verified claims out, or an `AuthError`.
 
-One strict parse (`jws.parse`), header rules (RFC 8725), the key chosen by configuration and `kid`, the
-signature checked by PyJWT's algorithm object, then the registered claims against an injectable clock.
-The algorithm comes from configuration: the token's `alg` only selects among the configured ones and must
-fit the key it is verified with.
+One strict parse (`jws.parse`), the issuer its `iss` names (service.keys.issuers: only a lookup key into the
+configured ones), header rules (RFC 8725), the key chosen by that issuer's key source and `kid`, the signature
+checked by PyJWT's algorithm object, then the registered claims against an injectable clock. The algorithm comes
+from configuration: the token's `alg` only selects among the issuer's and must fit the key it is verified with.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from service.errors import (
     TOKEN_MALFORMED,
     UNSUPPORTED_HEADER,
     AuthError,
+    InvalidIssuer,
     InvalidSignature,
     InvalidToken,
 )
 from service.jose import REFUSED_HEADER_PARAMETERS
+from service.keys.issuers import Issuer, Issuers
 from service.keys.keyset import KeySource, VerificationKey
 from service.tokens import jws
 from service.tokens.claims import check_claims, valid_until
@@ -38,29 +40,36 @@ _AT_JWT_TYPES = frozenset(("at+jwt", "application/at+jwt"))
 
 
 class TokenVerifier:
-    """Verifies tokens for one audience set, issuer and key source. Times are in seconds."""
+    """Verifies tokens of the configured issuers, each with its keys, algorithms and audiences. Seconds."""
 
     def __init__(
         self,
-        keys: KeySource,
+        issuers: Issuers,
         *,
-        algorithms: tuple[str, ...],
-        audiences: tuple[str, ...],
-        issuer: str | None,
         leeway: float,
         max_token_age: float | None = None,
         require_at_jwt: bool = False,
         clock: Callable[[], float] = time.time,
     ):
-        self._keys = keys
+        self.issuers = issuers
         self._types = _AT_JWT_TYPES if require_at_jwt else _ACCESS_TOKEN_TYPES
         self._typ_required = require_at_jwt
-        self._algorithms = frozenset(algorithms)
-        self._audiences = frozenset(audiences)
-        self._issuer = issuer
         self._leeway = leeway
         self._max_token_age = max_token_age
         self._clock = clock
+
+    @classmethod
+    def single(
+        cls,
+        keys: KeySource,
+        *,
+        algorithms: tuple[str, ...],
+        audiences: tuple[str, ...],
+        issuer: str | None,
+        **options,
+    ) -> TokenVerifier:
+        """A verifier of one issuer (None: any `iss`) with these keys, algorithms and audiences."""
+        return cls(Issuers([Issuer(issuer, keys, frozenset(algorithms), frozenset(audiences))]), **options)
 
     def verify(self, token: str) -> Mapping:
         """The token's claims (read-only) when it is valid now; raises an AuthError subclass otherwise."""
@@ -70,16 +79,16 @@ class TokenVerifier:
         """When verified claims stop being valid: `exp` plus the leeway, or sooner under a maximum age."""
         return valid_until(claims, leeway=self._leeway, max_age=self._max_token_age)
 
-    def verify_with_key(self, token: str) -> tuple[Mapping, VerificationKey]:
-        """The token's claims (read-only) and the key that verified them; raises an AuthError subclass."""
+    def verify_with_key(self, token: str) -> tuple[Mapping, VerificationKey, Issuer]:
+        """The token's claims (read-only), the key that verified them and its issuer; raises an AuthError."""
         try:
-            claims, key = self._verify_signature(token)
+            claims, key, issuer = self._verify_signature(token)
             check_claims(
                 claims,
                 now=self._clock(),
                 leeway=self._leeway,
-                audiences=self._audiences,
-                issuer=self._issuer,
+                audiences=issuer.audiences,
+                issuer=issuer.name,
                 max_age=self._max_token_age,
             )
         except AuthError:
@@ -87,13 +96,17 @@ class TokenVerifier:
         except Exception as error:  # a token must never turn into a 5xx, whatever a library raises
             log.warning("token rejected by an unexpected %s", error.__class__.__name__)
             raise InvalidToken(TOKEN_MALFORMED) from None
-        return MappingProxyType(claims), key
+        return MappingProxyType(claims), key, issuer
 
-    def _verify_signature(self, token: str) -> tuple[dict, VerificationKey]:
+    def _verify_signature(self, token: str) -> tuple[dict, VerificationKey, Issuer]:
         parsed = jws.parse(token)
         header = parsed.header
+        # Unverified, `iss` is only a lookup key: the issuer it finds must verify the signature with its own keys.
+        issuer = self.issuers.find(parsed.payload.get("iss"))
+        if issuer is None:
+            raise InvalidIssuer()
         algorithm = header.get("alg")
-        if type(algorithm) is not str or algorithm not in self._algorithms:
+        if type(algorithm) is not str or algorithm not in issuer.algorithms:
             raise InvalidToken(ALGORITHM_NOT_ALLOWED)
         if not REFUSED_HEADER_PARAMETERS.isdisjoint(header):  # one C loop, not a generator over the names
             raise InvalidToken(UNSUPPORTED_HEADER)
@@ -106,7 +119,7 @@ class TokenVerifier:
         kid = header.get("kid")
         if "kid" in header and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):
             raise InvalidToken(TOKEN_MALFORMED)  # a null kid must not select the key without kid
-        key = self._keys.resolve(kid, algorithm)
+        key = issuer.keys.resolve(kid, algorithm)
         if not key.verify(parsed.signing_input, parsed.signature):
             raise InvalidSignature()
-        return parsed.payload, key
+        return parsed.payload, key, issuer

@@ -127,7 +127,7 @@ def test_every_method_is_checked_on_every_convention(client, convention):
     ],
 )
 def test_a_claim_that_is_not_header_safe_text_is_refused_never_passed(clock, claims):
-    settings = {"issuer": None} if "iss" in claims else {}
+    settings = {"issuers": ()} if "iss" in claims else {}
     client = client_for(clock, **settings)
     result = check(client, "auth-request", bearer(make_token(**claims)))
     assert result.status_code == 401

@@ -1,13 +1,16 @@
 // A real OpenID provider (panva's oidc-provider) on loopback, issuing DPoP-bound JWT access tokens.
 //
 //   node provider.mjs --resource http://127.0.0.1:8123 [--resource ...] [--port 0] [--alg ES256]
+//                     [--signing-key key.json] [--kid KID]
 //
-// One confidential client may use the client credentials grant for each resource (RFC 8707); the access
+// --signing-key names a file holding the private JWK to sign with (a test that must forge or compare signatures
+// makes it), else a key is made at start; --kid is its kid (default e2e-<alg>). One confidential client may use the client credentials grant for each resource (RFC 8707); the access
 // token is a JWT (typ at+jwt) signed with a key made at start, bound to the client's DPoP key (cnf.jkt) when
 // the token request carries a DPoP proof. Once listening it prints one JSON line on stdout: issuer, token
 // endpoint, client id and secret, access-token alg. It serves until SIGTERM or until stdin closes, so a test
 // runner that dies does not leave it behind.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -18,6 +21,8 @@ const { values: options } = parseArgs({
     port: { type: 'string', default: process.env.PROVIDER_PORT ?? '0' },
     resource: { type: 'string', multiple: true, default: [] },
     alg: { type: 'string', default: 'ES256' },
+    'signing-key': { type: 'string' },
+    kid: { type: 'string' },
   },
 });
 if (!options.resource.length) {
@@ -29,10 +34,12 @@ if (!options.resource.length) {
 const keyOptions = options.alg.startsWith('ES')
   ? ['ec', { namedCurve: { ES256: 'P-256', ES384: 'P-384', ES512: 'P-521' }[options.alg] }]
   : ['rsa', { modulusLength: 2048 }];
-const { privateKey } = generateKeyPairSync(...keyOptions);
+const privateJwk = options['signing-key']
+  ? JSON.parse(readFileSync(options['signing-key'], 'utf8'))
+  : generateKeyPairSync(...keyOptions).privateKey.export({ format: 'jwk' });
 const signingKey = {
-  ...privateKey.export({ format: 'jwk' }),
-  kid: `e2e-${options.alg.toLowerCase()}`,
+  ...privateJwk,
+  kid: options.kid ?? `e2e-${options.alg.toLowerCase()}`,
   alg: options.alg,
   use: 'sig',
 };

@@ -128,6 +128,25 @@ def test_an_issuer_without_a_discovery_document_exits_3_naming_jwt_issuer_and_th
     assert line == f"{ERROR}JWT_ISSUER: cannot get signing keys from {issuer[:-1]}{DISCOVERY_PATH}: HTTP 404."
 
 
+def test_with_several_issuers_each_one_s_keys_are_fetched_and_the_failing_one_named(provider, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}{JWKS_PATH}"
+    path = tmp_path / "issuers.toml"
+    path.write_text(
+        f'[[issuers]]\nissuer = "https://a.example.com/"\njwks_url = "{provider.jwks_url}"\n\n'
+        f'[[issuers]]\nissuer = "https://b.example.com/"\njwks_url = "{dead}"\n'
+    )
+    line = refused(check(remote_keys(JWT_ISSUERS_FILE=str(path))))
+    assert line.startswith(
+        f"{ERROR}JWT_ISSUERS_FILE: cannot get signing keys for https://b.example.com/ from {dead}: connection refused"
+    )
+    assert provider.count() == 1  # A's keys were fetched first, and answered
+    path.write_text(f'[[issuers]]\nissuer = "https://a.example.com/"\njwks_url = "{provider.jwks_url}"\n')
+    passed = check(remote_keys(JWT_ISSUERS_FILE=str(path)))
+    assert passed.returncode == 0, passed.stderr
+    assert "key_source = issuers-file" in passed.stdout.splitlines()
+    assert f"issuer_entries = https://a.example.com/ ({provider.jwks_url})" in passed.stdout.splitlines()
+
+
 def test_an_auth0_domain_that_does_not_resolve_exits_3_naming_auth0_domain_and_the_url():
     # In a network namespace of its own the lookup fails on this machine: no query can leave it.
     unshare = shutil.which("unshare")

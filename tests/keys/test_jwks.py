@@ -146,7 +146,7 @@ def remote_settings(server: JwksServer, **overrides) -> Settings:
     values = {
         "audiences": (AUDIENCE,),
         "algorithms": ALGORITHMS,
-        "issuer": ISSUER,
+        "issuers": (ISSUER,),
         "jwks_url": server.jwks_url,
         "jwks_refresh_cooldown": 0.2,
         "jwks_timeout": 1.0,
@@ -156,7 +156,7 @@ def remote_settings(server: JwksServer, **overrides) -> Settings:
 
 
 def discovery_settings(server: JwksServer, **overrides) -> Settings:
-    return remote_settings(server, issuer=server.issuer, jwks_url=None, **overrides)
+    return remote_settings(server, issuers=(server.issuer,), jwks_url=None, **overrides)
 
 
 def ready_app(settings: Settings) -> tuple[falcon.testing.TestClient, RemoteKeySet]:
@@ -802,7 +802,7 @@ def test_prefetch_refuses_a_discovery_document_naming_another_issuer():
         settings = discovery_settings(server)
         keys = load_keys(settings)
         with pytest.raises(ConfigError, match="JWT_ISSUER"):
-            prefetch(settings, keys)
+            prefetch(settings.trusted_issuers[0], keys)
         assert server.count(DISCOVERY_PATH) == 1
         assert server.count() == 0
         assert not keys.ready
@@ -814,7 +814,7 @@ def test_prefetch_with_the_provider_down_returns_the_failure_naming_the_url_and_
     provider.behaviour = "refuse"
     settings = remote_settings(provider)
     keys = load_keys(settings)
-    failure = prefetch(settings, keys)
+    failure = prefetch(settings.trusted_issuers[0], keys)
     assert not keys.ready
     assert isinstance(failure, FetchError)
     assert failure.url == provider.jwks_url
@@ -826,7 +826,7 @@ def test_prefetch_with_the_provider_down_returns_the_failure_naming_the_url_and_
 
 def test_prefetch_hands_its_keys_to_key_sources_built_after_it(provider):
     settings = discovery_settings(provider)
-    prefetch(settings, load_keys(settings))
+    prefetch(settings.trusted_issuers[0], load_keys(settings))
     worker_keys = load_keys(settings)
     assert worker_keys.ready
     assert worker_keys.location.jwks_url == provider.jwks_url  # no discovery in the worker either

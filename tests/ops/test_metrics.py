@@ -7,6 +7,7 @@ pending tally writes to are pinned here in both modes, multiprocess in a Python 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -26,6 +27,7 @@ from service.keys.fetch import FetchError
 from service.keys.jwks import RemoteKeySet
 from service.ops.metrics import CONTENT_TYPE, REPLAY_BUCKETS, UNMATCHED, Metrics, RequestMetrics
 from tests.support.factories import (
+    ISSUER,
     RSA_KEY,
     FakeClock,
     bound_token,
@@ -83,7 +85,7 @@ def remote_app(location: FakeLocation, clock: FakeClock) -> falcon.testing.TestC
         timeout=0.05,
         clock=clock,
         spawn=run_now,
-        on_fetch=metrics.jwks_fetch,
+        on_fetch=functools.partial(metrics.jwks_fetch, ISSUER),
     )
     settings = jwks_settings("unused.json", algorithms=("RS256",))
     return falcon.testing.TestClient(create_app(settings, keys=keys, clock=clock, metrics=metrics))
@@ -172,8 +174,8 @@ def test_provider_down_counts_jwks_unavailable_and_a_failed_fetch(clock):
     assert client.simulate_get("/secured/ping", headers=bearer(make_token("RS256"))).status_code == 503
     text = scrape(client)
     assert value(text, OUTCOMES, outcome="jwks_unavailable", scheme="bearer") == 1
-    assert value(text, FETCHES, result="error") == 1
-    assert value(text, FETCHES, result="ok") == 0
+    assert value(text, FETCHES, issuer=ISSUER, result="error") == 1
+    assert value(text, FETCHES, issuer=ISSUER, result="ok") == 0
 
 
 def test_jwks_fetches_are_counted_by_result(clock):
@@ -183,8 +185,8 @@ def test_jwks_fetches_are_counted_by_result(clock):
     clock.now += 600  # the keys are stale: the next request refreshes them, and that fails
     assert client.simulate_get("/secured/ping", headers=bearer(make_token("RS256", now=clock.now))).status_code == 200
     text = scrape(client)
-    assert value(text, FETCHES, result="ok") == 1
-    assert value(text, FETCHES, result="error") == 1
+    assert value(text, FETCHES, issuer=ISSUER, result="ok") == 1
+    assert value(text, FETCHES, issuer=ISSUER, result="error") == 1
 
 
 def test_token_cache_hits_and_misses_are_counted(hs_client):

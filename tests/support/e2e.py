@@ -58,6 +58,7 @@ class Provider:
     client_id: str
     client_secret: str = field(repr=False)
     alg: str  # the access tokens' JWS algorithm
+    pid: int = 0  # its process, for a test that pauses it (SIGSTOP) to make a provider that hangs
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,11 @@ class Issued:
 
 
 @contextlib.contextmanager
-def identity_provider(resources: list[str], log_dir: Path) -> Iterator[Provider]:
-    """oidc-provider on a free loopback port, issuing tokens for `resources`, until the block ends."""
+def identity_provider(resources: list[str], log_dir: Path, *arguments: str) -> Iterator[Provider]:
+    """oidc-provider on a free loopback port (or `--port N` among `arguments`, which go to provider.mjs), issuing
+    tokens for `resources`, until the block ends."""
     stdout, stderr = log_dir / "provider.out", log_dir / "provider.err"
-    arguments = [arg for resource in resources for arg in ("--resource", resource)]
+    arguments = [*(arg for resource in resources for arg in ("--resource", resource)), *arguments]
     # stdin stays open as a pipe: the provider exits when it closes, even if this process dies first.
     process = processes.spawn(["node", "provider.mjs", *arguments], stdout, stderr, cwd=E2E, stdin=subprocess.PIPE)
     try:
@@ -97,7 +99,7 @@ def identity_provider(resources: list[str], log_dir: Path) -> Iterator[Provider]
             output=stderr.read_text,
         )
         line = json.loads(stdout.read_text().splitlines()[0])
-        yield Provider(line["issuer"], line["client_id"], line["client_secret"], line["alg"])
+        yield Provider(line["issuer"], line["client_id"], line["client_secret"], line["alg"], process.pid)
     finally:
         processes.stop(process, STOP_TIMEOUT)
         process.stdin.close()

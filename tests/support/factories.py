@@ -76,13 +76,13 @@ def make_token(
 
 
 def hs_settings(**overrides) -> Settings:
-    values = {"audiences": (AUDIENCE,), "algorithms": ("HS256",), "issuer": ISSUER, "secret": SECRET.encode()}
+    values = {"audiences": (AUDIENCE,), "algorithms": ("HS256",), "issuers": (ISSUER,), "secret": SECRET.encode()}
     values.update(overrides)
     return Settings(**values)
 
 
 def jwks_settings(jwks_file: str, **overrides) -> Settings:
-    values = {"audiences": (AUDIENCE,), "algorithms": ("RS256", "ES256"), "issuer": ISSUER, "jwks_file": jwks_file}
+    values = {"audiences": (AUDIENCE,), "algorithms": ("RS256", "ES256"), "issuers": (ISSUER,), "jwks_file": jwks_file}
     values.update(overrides)
     return Settings(**values)
 

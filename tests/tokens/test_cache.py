@@ -40,10 +40,10 @@ class CountingVerifier(TokenVerifier):
 def cached(clock, *, keys=None, max_size=100, ttl=300.0, **options):
     keys = keys or SharedSecret(SECRET.encode(), ("HS256",))
     algorithms = options.pop("algorithms", ("HS256",))
-    inner = CountingVerifier(
+    inner = CountingVerifier.single(
         keys, algorithms=algorithms, audiences=(AUDIENCE,), issuer=ISSUER, leeway=5, clock=clock, **options
     )
-    return CachingVerifier(inner, keys, max_size=max_size, ttl=ttl, clock=clock), inner
+    return CachingVerifier(inner, max_size=max_size, ttl=ttl, clock=clock), inner
 
 
 def test_a_token_seen_before_is_not_verified_again(clock):
@@ -153,10 +153,11 @@ def test_failures_are_never_cached(clock):
 def test_every_lookup_reports_a_hit_or_a_miss(clock):
     lookups = []
     keys = SharedSecret(SECRET.encode(), ("HS256",))
-    inner = TokenVerifier(keys, algorithms=("HS256",), audiences=(AUDIENCE,), issuer=ISSUER, leeway=5, clock=clock)
+    inner = TokenVerifier.single(
+        keys, algorithms=("HS256",), audiences=(AUDIENCE,), issuer=ISSUER, leeway=5, clock=clock
+    )
     cache = CachingVerifier(
         inner,
-        keys,
         max_size=10,
         ttl=300,
         clock=clock,

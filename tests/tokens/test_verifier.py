@@ -21,7 +21,7 @@ from tests.support.factories import (
 
 
 def hs_verifier(clock=None) -> TokenVerifier:
-    return TokenVerifier(
+    return TokenVerifier.single(
         SharedSecret(SECRET.encode(), ("HS256",)),
         algorithms=("HS256",),
         audiences=(AUDIENCE,),
@@ -32,7 +32,7 @@ def hs_verifier(clock=None) -> TokenVerifier:
 
 
 def jwks_verifier(algorithms=("RS256", "ES256")) -> TokenVerifier:
-    return TokenVerifier(
+    return TokenVerifier.single(
         KeySet.from_jwks(default_jwks(), algorithms),
         algorithms=algorithms,
         audiences=(AUDIENCE,),
@@ -92,7 +92,7 @@ def test_unexpected_library_exceptions_become_invalid_token(caplog):
         def resolve(self, kid, algorithm):
             raise RuntimeError("boom")
 
-    verifier = TokenVerifier(
+    verifier = TokenVerifier.single(
         ExplodingKeys(), algorithms=("HS256",), audiences=(AUDIENCE,), issuer=None, leeway=0, clock=FakeClock()
     )
     token = make_token()
