@@ -106,10 +106,8 @@ def ceiling_ratios(results: list[Result]) -> list[dict]:
     """Per scenario (in the order first run) and round: its ratios to the ceiling of the same round driven the same
     way, by req/s (`ratio`) and by server CPU per request (`cpu_ratio`, the ceiling's over the scenario's, so 0.95
     reads as for req/s), its p99 over that ceiling's (`p99_ratio`), and req/s over the plain ceiling's
-    (`plain_ratio`), and hot /secured/ping's server CPU per request over the scenario's (`hot_cpu_ratio`); then the
-    median of each over the rounds. A round without its ceiling gives no ratios."""
+    (`plain_ratio`); then the median of each over the rounds. A round without its ceiling gives no ratios."""
     ceilings = {(r.round, client): r for client, name in CEILINGS.items() for r in results if r.scenario == name}
-    hot = {r.round: r for r in results if r.scenario == HOT}
     by_scenario: dict[str, list[dict]] = {}
     clients = {}
     for r in results:
@@ -128,7 +126,6 @@ def ceiling_ratios(results: list[Result]) -> list[dict]:
                 "cpu_ratio": _ratio(same and same.cpu_us_per_request, r.cpu_us_per_request),
                 "p99_ratio": _ratio(r.p99_ms, same and same.p99_ms),
                 "plain_ratio": _ratio(r.requests_per_second, plain and plain.requests_per_second),
-                "hot_cpu_ratio": _ratio(hot.get(r.round) and hot[r.round].cpu_us_per_request, r.cpu_us_per_request),
             }
         )
     return [
@@ -147,7 +144,6 @@ MEDIAN_KEYS = (
     "cpu_ratio",
     "p99_ratio",
     "plain_ratio",
-    "hot_cpu_ratio",
 )
 
 
@@ -161,13 +157,35 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3) if numerator and denominator else None
 
 
+def paired_cpu_ratio(scenarios: list[dict], scenario: str, against: str) -> dict[str, float | None]:
+    """`against`'s server CPU per request over `scenario`'s, per round both ran in, and the median of those:
+    {"cpu_vs": median, "ratio": the same by req/s (scenario's over against's)}."""
+    rounds = {
+        s["scenario"]: {row["round"]: row for row in s["rounds"]}
+        for s in scenarios
+        if s["scenario"] in (scenario, against)
+    }
+    mine, theirs = rounds.get(scenario, {}), rounds.get(against, {})
+    pairs = [(theirs[n], mine[n]) for n in sorted(mine) if n in theirs]
+    cpu = [_ratio(other["cpu_us_per_request"], own["cpu_us_per_request"]) for other, own in pairs]
+    rps = [_ratio(own["requests_per_second"], other["requests_per_second"]) for other, own in pairs]
+    cpu, rps = [value for value in cpu if value], [value for value in rps if value]
+    return {
+        "cpu_vs": round(statistics.median(cpu), 3) if cpu else None,
+        "ratio": round(statistics.median(rps), 3) if rps else None,
+    }
+
+
 def check_targets(scenarios: list[dict], dpop: dict) -> list[dict]:
     """Each of TARGETS with the median it is judged by and whether it is met (None: not measured)."""
     found = {scenario["scenario"]: scenario["median"] for scenario in scenarios}
     found[DPOP] = {"ratio": dpop["median_ratio"], "cpu_ratio": dpop["median_cpu_ratio"]}
     rows = []
     for target in TARGETS:
-        median = found.get(target.scenario, {})
+        if target.against is not None:
+            median = paired_cpu_ratio(scenarios, target.scenario, target.against)
+        else:
+            median = found.get(target.scenario, {})
         value = median.get(target.measure)
         met = None if value is None else (value <= target.bound if target.at_most else value >= target.bound)
         rows.append({**asdict(target), "median": value, "median_ratio": median.get("ratio"), "met": met})

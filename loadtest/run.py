@@ -21,16 +21,26 @@ from __future__ import annotations
 import os
 
 from loadtest.harness import Options, Result, parse_wrk
-from loadtest.report import ceiling_ratios, check_targets, dpop_summary, print_report, summarise, write
+from loadtest.report import (
+    ceiling_ratios,
+    check_targets,
+    dpop_summary,
+    paired_cpu_ratio,
+    print_report,
+    summarise,
+    write,
+)
 from loadtest.scenarios import (
     BEARER_ES,
     CEILINGS,
     COLD_HS,
     COLD_RS,
+    COLD_RS_TWO,
     DPOP,
     DPOP_REDIS,
     FORWARD,
     HOT,
+    HOT_TWO,
     TARGETS,
     run_rounds,
 )
@@ -41,16 +51,19 @@ __all__ = [
     "CEILINGS",
     "COLD_HS",
     "COLD_RS",
+    "COLD_RS_TWO",
     "DPOP",
     "DPOP_REDIS",
     "FORWARD",
     "HOT",
+    "HOT_TWO",
     "TARGETS",
     "Options",
     "Result",
     "ceiling_ratios",
     "check_targets",
     "dpop_summary",
+    "paired_cpu_ratio",
     "parse_wrk",
     "print_report",
     "run",

@@ -30,7 +30,7 @@ def _is_dpop(scenario: str) -> bool:
 
 def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
     scenarios = {result["scenario"]: result for result in report["results"]}
-    assert len(report["results"]) == len(scenarios) == 15  # with cold ES256 bearer, DPoP, and DPoP on Redis
+    assert len(report["results"]) == len(scenarios) == 17  # with cold ES256 bearer, DPoP, and DPoP on Redis
     assert scenarios[run.COLD_RS]["client"] == "lua"
     assert scenarios[run.HOT]["client"] == scenarios[run.FORWARD]["client"] == "header"
     for result in scenarios.values():
@@ -50,7 +50,7 @@ def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
 
 def test_loadtest_reports_each_scenario_against_the_same_driven_ceiling_of_its_round(report):
     summaries = {summary["scenario"]: summary for summary in report["scenarios"]}
-    assert len(summaries) == 12 and not any(_is_dpop(name) for name in summaries)  # DPoP is compared with bearer
+    assert len(summaries) == 14 and not any(_is_dpop(name) for name in summaries)  # DPoP is compared with bearer
     for client, name in run.CEILINGS.items():
         (row,) = summaries[name]["rounds"]
         assert summaries[name]["client"] == client
@@ -60,12 +60,15 @@ def test_loadtest_reports_each_scenario_against_the_same_driven_ceiling_of_its_r
         assert row["ratio"] > 0 and row["cpu_ratio"] > 0, summary
         assert summary["median"]["ratio"] == row["ratio"] and summary["median"]["cpu_ratio"] == row["cpu_ratio"]
     targets = {target["scenario"] + " " + target["measure"]: target for target in report["targets"]}
-    assert len(targets) == len(run.TARGETS) == 7
+    assert len(targets) == len(run.TARGETS) == 9
     assert all(isinstance(target["met"], bool) for target in targets.values()), targets
     assert targets[run.HOT + " p99_ratio"]["median"] == summaries[run.HOT]["median"]["p99_ratio"]
     assert targets[run.DPOP + " cpu_ratio"]["median"] == report["dpop"]["median_cpu_ratio"]
-    forward = summaries[run.FORWARD]["median"]["hot_cpu_ratio"]
-    assert targets[run.FORWARD + " hot_cpu_ratio"]["median"] == forward > 0
+    for scenario, against in ((run.FORWARD, run.HOT), (run.HOT_TWO, run.HOT), (run.COLD_RS_TWO, run.COLD_RS)):
+        (own,) = summaries[scenario]["rounds"]
+        (other,) = summaries[against]["rounds"]
+        paired = round(other["cpu_us_per_request"] / own["cpu_us_per_request"], 3)
+        assert targets[scenario + " cpu_vs"]["median"] == paired > 0
 
 
 def test_loadtest_pairs_dpop_with_cold_es256_bearer_and_the_redis_store_with_the_host_local_one(report):
@@ -117,12 +120,10 @@ def test_ratios_are_taken_per_round_against_that_rounds_same_driven_ceiling_and_
     assert [row["p99_ratio"] for row in hot["rounds"]] == [1.2, 1.5, 1.1]
     assert hot["median"] == {"requests_per_second": 900, "cpu_us_per_request": 87.5, "p50_ms": 1.0, "p99_ms": 12,
                              "worker_rss_mb": None, "ratio": 0.95, "cpu_ratio": 0.9, "p99_ratio": 1.2,
-                             "plain_ratio": 0.855, "hot_cpu_ratio": 1.0}  # fmt: skip
+                             "plain_ratio": 0.855}  # fmt: skip
     assert summaries[run.CEILINGS["header"]]["median"]["plain_ratio"] == 0.9
-    # Against hot /secured/ping of the same round (its CPU over the scenario's); round 3 has no forward-auth run.
-    forward = summaries[run.FORWARD]
-    assert [row["hot_cpu_ratio"] for row in forward["rounds"]] == [0.5, 1.25]
-    assert forward["median"]["hot_cpu_ratio"] == 0.875
+    # Against hot /secured/ping round by round (its CPU over the scenario's); round 3 has no forward-auth run.
+    assert run.paired_cpu_ratio(list(summaries.values()), run.FORWARD, run.HOT) == {"cpu_vs": 0.875, "ratio": 0.991}
 
 
 def test_targets_are_judged_by_the_median_ratio_at_least_or_at_most_their_bound():
