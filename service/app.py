@@ -55,13 +55,13 @@ def create_app(
     elif metrics is None:
         metrics = Metrics(settings.metrics_dir)
     if metrics is None:
-        on_fetch = on_outcome = on_hit = on_miss = on_forward = _ignore
+        on_fetch = on_outcome = on_hit = on_miss = on_forward = on_verify = _ignore
         on_replay = None  # the replay store is then called as it is, not timed
     else:
         on_fetch, on_outcome = metrics.jwks_fetch, metrics.auth_outcome
         on_hit, on_miss = metrics.token_cache_hit, metrics.token_cache_miss
         on_replay = metrics.replay_check
-        on_forward = metrics.forward_check
+        on_forward, on_verify = metrics.forward_check, metrics.token_verification
     if keys is not None:  # it records its own fetches
         issuers = Issuers(
             [
@@ -79,6 +79,7 @@ def create_app(
         max_token_age=settings.max_token_age,
         require_at_jwt=settings.require_at_jwt,
         clock=clock,
+        on_verify=on_verify,
     )
     if settings.cache_size:
         verifier = CachingVerifier(

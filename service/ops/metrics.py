@@ -92,6 +92,13 @@ class Metrics:
             ("outcome", "scheme"),
             registry=self.registry,
         )
+        self._verifications = Counter(
+            "jwt_api_token_verifications",
+            "Full token verifications (token cache misses), by issuer (a configured one; unknown when the token "
+            "names none of them; any when none is configured) and outcome (ok or the error code).",
+            ("issuer", "outcome"),
+            registry=self.registry,
+        )
         self._forward = Counter(
             "jwt_api_forward_auth_checks",
             "Forward-auth checks, by convention (auth-request, forward-auth, ext-authz), the original request's "
@@ -142,6 +149,7 @@ class Metrics:
         self._cache_miss = cache.labels("miss").inc
         self._outcomes: dict[tuple[str, str], Callable[[float], None]] = {}
         self._forwards: dict[tuple[str, str, str], Callable[[float], None]] = {}
+        self._verified: dict[tuple[str, str], Callable[[float], None]] = {}
         self._routes: dict[str, _Route] = {}
         self._exposed = self.registry
         if multiprocess_dir is not None:
@@ -167,6 +175,14 @@ class Metrics:
         count = self._outcomes.get((outcome, scheme))
         if count is None:
             count = self._outcomes[(outcome, scheme)] = self._auth.labels(outcome, scheme).inc
+        self._add(count)
+
+    def token_verification(self, issuer: str, outcome: str) -> None:
+        """Count one full verification: the issuer's label (service.keys.issuers, never the token's `iss`) and "ok"
+        or the AuthError's code."""
+        count = self._verified.get((issuer, outcome))
+        if count is None:
+            count = self._verified[(issuer, outcome)] = self._verifications.labels(issuer, outcome).inc
         self._add(count)
 
     def forward_check(self, convention: str, method: str, outcome: str) -> None:

@@ -39,6 +39,14 @@ _ACCESS_TOKEN_TYPES = frozenset(("jwt", "application/jwt", "at+jwt", "applicatio
 _AT_JWT_TYPES = frozenset(("at+jwt", "application/at+jwt"))
 
 
+# The issuer label of a token whose `iss` names no configured issuer: never the token's own value.
+UNKNOWN_ISSUER = "unknown"
+
+
+def _ignore(issuer: str, outcome: str) -> None:
+    """The default `on_verify`: record nothing."""
+
+
 class TokenVerifier:
     """Verifies tokens of the configured issuers, each with its keys, algorithms and audiences. Seconds."""
 
@@ -50,8 +58,10 @@ class TokenVerifier:
         max_token_age: float | None = None,
         require_at_jwt: bool = False,
         clock: Callable[[], float] = time.time,
+        on_verify: Callable[[str, str], None] = _ignore,
     ):
         self.issuers = issuers
+        self._on_verify = on_verify
         self._types = _AT_JWT_TYPES if require_at_jwt else _ACCESS_TOKEN_TYPES
         self._typ_required = require_at_jwt
         self._leeway = leeway
@@ -80,31 +90,39 @@ class TokenVerifier:
         return valid_until(claims, leeway=self._leeway, max_age=self._max_token_age)
 
     def verify_with_key(self, token: str) -> tuple[Mapping, VerificationKey, Issuer]:
-        """The token's claims (read-only), the key that verified them and its issuer; raises an AuthError."""
+        """The token's claims (read-only), the key that verified them and its issuer; raises an AuthError.
+
+        Every call is reported to `on_verify` with the issuer's label (UNKNOWN_ISSUER when the token names none
+        of them) and "ok" or the error's code."""
+        label = UNKNOWN_ISSUER
         try:
-            claims, key, issuer = self._verify_signature(token)
+            parsed = jws.parse(token)
+            # Unverified, `iss` is only a lookup key: the issuer it finds verifies the signature with its own keys.
+            issuer = self.issuers.find(parsed.payload.get("iss"))
+            if issuer is None:
+                raise InvalidIssuer()
+            label = issuer.label
+            key = self._verify_signature(parsed, issuer)
             check_claims(
-                claims,
+                parsed.payload,
                 now=self._clock(),
                 leeway=self._leeway,
                 audiences=issuer.audiences,
                 issuer=issuer.name,
                 max_age=self._max_token_age,
             )
-        except AuthError:
+        except AuthError as error:
+            self._on_verify(label, error.code)
             raise
         except Exception as error:  # a token must never turn into a 5xx, whatever a library raises
             log.warning("token rejected by an unexpected %s", error.__class__.__name__)
+            self._on_verify(label, InvalidToken.code)
             raise InvalidToken(TOKEN_MALFORMED) from None
-        return MappingProxyType(claims), key, issuer
+        self._on_verify(label, "ok")
+        return MappingProxyType(parsed.payload), key, issuer
 
-    def _verify_signature(self, token: str) -> tuple[dict, VerificationKey, Issuer]:
-        parsed = jws.parse(token)
+    def _verify_signature(self, parsed: jws.CompactJws, issuer: Issuer) -> VerificationKey:
         header = parsed.header
-        # Unverified, `iss` is only a lookup key: the issuer it finds must verify the signature with its own keys.
-        issuer = self.issuers.find(parsed.payload.get("iss"))
-        if issuer is None:
-            raise InvalidIssuer()
         algorithm = header.get("alg")
         if type(algorithm) is not str or algorithm not in issuer.algorithms:
             raise InvalidToken(ALGORITHM_NOT_ALLOWED)
@@ -122,4 +140,4 @@ class TokenVerifier:
         key = issuer.keys.resolve(kid, algorithm)
         if not key.verify(parsed.signing_input, parsed.signature):
             raise InvalidSignature()
-        return parsed.payload, key, issuer
+        return key

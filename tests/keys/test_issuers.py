@@ -109,7 +109,7 @@ def test_a_token_naming_one_issuer_signed_with_the_other_s_key_under_the_same_ki
 
 def test_an_issuer_that_is_not_configured_is_invalid_issuer_with_no_fetch_at_all(tmp_path, providers):
     a, b = providers
-    client = client_for(settings_for(tmp_path, a, b))
+    client = client_for(settings_for(tmp_path, a, b), Metrics())
     before = (a.count(), b.count())
     for kid in (KID, "unknown-kid"):
         result = ping(client, token("https://third.example.com/", THIRD_KEY, kid=kid))
@@ -119,6 +119,10 @@ def test_an_issuer_that_is_not_configured_is_invalid_issuer_with_no_fetch_at_all
         assert ping(client, token(iss, RSA_KEY)).json["code"] == "invalid_issuer"
     time.sleep(0.3)  # past the cooldown: a refetch, had one been started, would have happened
     assert (a.count(), b.count()) == before
+    # Counted under a fixed label, never the token's iss.
+    text = client.simulate_get("/metrics").text
+    assert 'jwt_api_token_verifications_total{issuer="unknown",outcome="invalid_issuer"} 6.0' in text
+    assert "third.example.com" not in text
 
 
 def test_an_unknown_kid_refetches_only_its_own_issuer_s_keys(tmp_path, providers):
@@ -164,6 +168,8 @@ def test_one_issuer_down_since_start_costs_only_its_own_tokens(tmp_path, provide
     assert f'jwt_api_issuer_keys_held{{issuer="{a.issuer}"}} 1.0' in text
     assert f'jwt_api_issuer_keys_held{{issuer="{b.issuer}"}} 0.0' in text
     assert f'jwt_api_jwks_fetches_total{{issuer="{b.issuer}",result="error"}}' in text
+    assert f'jwt_api_token_verifications_total{{issuer="{a.issuer}",outcome="ok"}} 1.0' in text
+    assert f'jwt_api_token_verifications_total{{issuer="{b.issuer}",outcome="jwks_unavailable"}} 1.0' in text
     b.behaviour = "ok"  # B comes back: a probe or a request retries it, at most once per cooldown
     until(lambda: ping(client, token(b.issuer, OTHER_RSA_KEY)).status_code == 200, "B's keys")
     assert client.simulate_get("/readyz").json["issuers"][b.issuer] == "ready"
