@@ -48,6 +48,8 @@ SUBJECT, SCOPES, ISSUER, CLIENT_ID = "X-Auth-Subject", "X-Auth-Scopes", "X-Auth-
 IDENTITY_HEADERS = (SUBJECT, SCOPES, ISSUER, CLIENT_ID)
 PEER_CACHE_SIZE = 1024  # peer addresses whose trust is remembered
 IDENTITY_CACHE_SIZE = 4096  # identities (sub, iss, client, scopes) whose headers are remembered
+ORIGINAL_CACHE_SIZE = 1024  # original requests (method, URL, route scopes) remembered per convention
+MAX_CACHED_INPUT = 2048  # characters; a check with longer headers is read every time
 
 
 class Original(NamedTuple):
@@ -103,12 +105,34 @@ class Forwarded:
     def __init__(self, peers: TrustedPeers):
         self._peers = peers
         self._identities: dict[tuple, dict[str, str]] = {}
+        self._originals: dict[tuple, Original] = {}
 
     def original(self, req: falcon.Request, params: dict) -> Original:
         """The original request, from a trusted peer's check request; raises UntrustedProxy or
         InvalidForwardedRequest."""
         if req.env.get("REMOTE_ADDR") not in self._peers:
             raise UntrustedProxy()
+        # What a check says is a function of its inputs alone, and a proxy asks about the same few routes again and
+        # again: the answer is kept for inputs short enough that ORIGINAL_CACHE_SIZE of them stay small.
+        inputs = self._inputs(req, params)
+        known = self._originals.get(inputs)
+        if known is not None:
+            return known
+        original = self._read(req, params)
+        if sum(len(part) for part in inputs if part) <= MAX_CACHED_INPUT:
+            if len(self._originals) >= ORIGINAL_CACHE_SIZE:
+                self._originals.clear()
+            self._originals[inputs] = original
+        return original
+
+    def _inputs(self, req: falcon.Request, params: dict) -> tuple:
+        """Everything `_read` reads of the check request."""
+        env = req.env
+        return (*(env.get(key) for key in self._environ_keys), req.query_string)
+
+    _environ_keys: tuple[str, ...] = ()
+
+    def _read(self, req: falcon.Request, params: dict) -> Original:
         method, url = self._method_and_url(req, params)
         normalized = normalize(url)
         if normalized is None:
@@ -215,6 +239,7 @@ class AuthRequest(Forwarded):
 
     convention = AUTH_REQUEST
     _url_header = "X-Original-URL"
+    _environ_keys = ("HTTP_X_ORIGINAL_METHOD", "HTTP_X_ORIGINAL_URL")
 
     def _method_and_url(self, req: falcon.Request, params: dict) -> tuple[str, str]:
         method = _header(req, "X-Original-Method", _METHOD)
@@ -229,6 +254,12 @@ class ForwardAuth(Forwarded):
 
     convention = FORWARD_AUTH
     _url_header = "X-Forwarded-Uri"
+    _environ_keys = (
+        "HTTP_X_FORWARDED_METHOD",
+        "HTTP_X_FORWARDED_PROTO",
+        "HTTP_X_FORWARDED_HOST",
+        "HTTP_X_FORWARDED_URI",
+    )
 
     def _method_and_url(self, req: falcon.Request, params: dict) -> tuple[str, str]:
         method = _header(req, "X-Forwarded-Method", _METHOD)
@@ -248,6 +279,16 @@ class ExtAuthz(Forwarded):
 
     convention = EXT_AUTHZ
     _url_header = "Host"
+
+    def _inputs(self, req: falcon.Request, params: dict) -> tuple:
+        env = req.env
+        return (
+            req.method,
+            env.get("HTTP_HOST"),
+            env.get("HTTP_X_FORWARDED_PROTO"),
+            raw_path(req),
+            params.get("scopes"),
+        )
 
     def _method_and_url(self, req: falcon.Request, params: dict) -> tuple[str, str]:
         if not _METHOD.fullmatch(req.method):

@@ -474,3 +474,41 @@ def test_metrics_count_checks_by_convention_method_and_outcome_never_the_path(cl
     ):
         assert line in text
     assert "/secret/path" not in text
+
+
+def test_the_original_requests_kept_per_process_are_bounded_and_long_ones_never_kept(monkeypatch):
+    from service.auth import forward
+
+    monkeypatch.setattr(forward, "ORIGINAL_CACHE_SIZE", 8)
+    convention = forward.ForwardAuth(TrustedPeers(("127.0.0.1",)))
+
+    def original(uri):
+        environ = falcon.testing.create_environ(headers=forward_auth(uri=uri), remote_addr=LOOPBACK)
+        return convention.original(falcon.Request(environ), {})
+
+    assert original("/a?x=1") is original("/a?x=1")  # the same inputs: the same answer, read once
+    for n in range(50):
+        assert original(f"/p/{n}").path == f"/p/{n}"
+        assert len(convention._originals) <= 8
+    long = "/" + "x" * forward.MAX_CACHED_INPUT
+    assert original(long) is not original(long)
+    assert original(long).url == "https://app.example.com" + long
+
+
+def test_the_peers_and_identities_kept_per_process_are_bounded(monkeypatch):
+    from service.auth import forward
+
+    monkeypatch.setattr(forward, "PEER_CACHE_SIZE", 4)
+    monkeypatch.setattr(forward, "IDENTITY_CACHE_SIZE", 4)
+    peers = TrustedPeers(("10.0.0.0/8",))
+    for n in range(20):
+        assert f"10.0.0.{n}" in peers and f"11.0.0.{n}" not in peers
+        assert len(peers._known) <= 4
+    convention = forward.ForwardAuth(peers)
+    for n in range(20):
+        assert convention.identity({"sub": f"user-{n}", "scope": "a b"})["X-Auth-Subject"] == f"user-{n}"
+        assert len(convention._identities) <= 4
+    with pytest.raises(errors.InvalidToken):  # a refused identity is refused each time, never kept
+        convention.identity({"sub": "bad\nvalue"})
+    with pytest.raises(errors.InvalidToken):
+        convention.identity({"sub": "bad\nvalue"})
