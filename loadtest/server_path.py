@@ -15,6 +15,7 @@ A benchmark, not a test.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -31,6 +32,8 @@ PEER, SERVER = ("127.0.0.1", 50000), ("127.0.0.1", 8000)
 HEAD = "Host: 127.0.0.1:8000\r\n"
 DPOP_URL = "http://127.0.0.1:8000/secured/ping"  # what the service makes of the request line and HEAD's Host
 SHARED, MEMORY = "DPoP, fresh ES256 proof, shared replay", "DPoP, fresh ES256 proof, memory replay"
+HOT_TWO, COLD_RS_TWO = "hot, two issuers", "cold RS256, two issuers, cache off"
+FORWARD = "forward auth, hot token"
 
 # (name, app, requests): the requests are cycled through; a function instead makes them right before the
 # scenario is timed, and each is sent once (DPoP proofs: a second use is a replay, and they age).
@@ -43,6 +46,14 @@ def raw_requests(path: str, tokens: list[str]) -> list[bytes]:
     return [
         (head + (f"Authorization: Bearer {token}\r\n" if token else "") + "\r\n").encode() for token in tokens or [""]
     ]
+
+
+def forwarded_requests(token: str) -> list[bytes]:
+    """GET /authz/forward-auth as Traefik or Caddy sends it about a request to an upstream, with `token`."""
+    from loadtest.scenarios import FORWARDED_HEADERS
+
+    head = f"GET /authz/forward-auth HTTP/1.1\r\n{HEAD}Authorization: Bearer {token}\r\n"
+    return [(head + "".join(f"{line}\r\n" for line in FORWARDED_HEADERS) + "\r\n").encode()]
 
 
 def dpop_requests(make_proofs: Callable[[int], list[str]], token: str, count: int) -> list[bytes]:
@@ -103,7 +114,15 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     from loadtest.ceiling import app as ceiling
     from loadtest.dpop import client_key, proofs
     from loadtest.harness import AUDIENCE, ISSUER
-    from loadtest.scenarios import EC_KID, RSA_KID, SECRET, ec_signing_key, rsa_signing_key, write_tokens
+    from loadtest.scenarios import (
+        EC_KID,
+        OTHER_ISSUER,
+        RSA_KID,
+        SECRET,
+        ec_signing_key,
+        rsa_signing_key,
+        write_tokens,
+    )
     from service.app import create_app
     from service.keys.keyset import KeySet
     from service.settings import Settings
@@ -119,11 +138,23 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
         "metrics_dir": os.environ["PROMETHEUS_MULTIPROC_DIR"],
         "metrics": os.environ.get("METRICS", "1") != "0",
     }
-    hs_settings = Settings(algorithms=("HS256",), secret=SECRET.encode(), **common)
+    hs_settings = Settings(algorithms=("HS256",), secret=SECRET.encode(), forward_auth=True, **common)
     service = create_app(hs_settings)
     cold_hs = create_app(Settings(algorithms=("HS256",), secret=SECRET.encode(), cache_size=0, **common))
     rs_settings = Settings(algorithms=("RS256",), jwks_file="unused.json", cache_size=0, **common)
     cold_rs = create_app(rs_settings, keys=KeySet.from_jwks({"keys": [jwk]}, ("RS256",)))
+    # Two issuers: a second one sharing the secret; a second one with an RSA key of its own (JWT_ISSUERS_FILE).
+    two = {**common, "issuers": (ISSUER, OTHER_ISSUER)}
+    hot_two = create_app(Settings(algorithms=("HS256",), secret=SECRET.encode(), **two))
+    (folder / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    (folder / "other.json").write_text(json.dumps({"keys": [rsa_signing_key()[1]]}))
+    (folder / "issuers.toml").write_text(
+        f'[[issuers]]\nissuer = "{ISSUER}"\njwks_file = "{folder / "jwks.json"}"\n\n'
+        f'[[issuers]]\nissuer = "{OTHER_ISSUER}"\njwks_file = "{folder / "other.json"}"\n'
+    )
+    from_file = Settings.from_env({"JWT_AUDIENCE": AUDIENCE, "JWT_ISSUERS_FILE": str(folder / "issuers.toml")})
+    rs_two = replace(from_file, cache_size=0, metrics_dir=common["metrics_dir"], metrics=common["metrics"])
+    cold_rs_two = create_app(rs_two)
     es_keys = KeySet.from_jwks({"keys": [ec_jwk]}, ("ES256",))
     es_settings = Settings(algorithms=("ES256",), jwks_file="unused.json", **common)
     cold_es = create_app(Settings(algorithms=("ES256",), jwks_file="unused.json", cache_size=0, **common), keys=es_keys)
@@ -140,8 +171,11 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
         ("ceiling, token per request", ceiling, raw_requests("/ping", hs)),
         ("public /ping", service, raw_requests("/ping", [])),
         ("hot /secured/ping (one token)", service, raw_requests("/secured/ping", hs[:1])),
+        (HOT_TWO, hot_two, raw_requests("/secured/ping", hs[:1])),
+        (FORWARD, service, forwarded_requests(hs[0])),
         (f"cold HS256, {distinct} tokens, cache off", cold_hs, raw_requests("/secured/ping", hs)),
         (f"cold RS256, {distinct} tokens, cache off", cold_rs, raw_requests("/secured/ping", rs)),
+        (COLD_RS_TWO, cold_rs_two, raw_requests("/secured/ping", rs)),
         (f"cold ES256, {distinct} tokens, cache off", cold_es, raw_requests("/secured/ping", es)),
         (SHARED, dpop_shared, fresh),
         (MEMORY, dpop_memory, fresh),
