@@ -241,3 +241,11 @@ def test_scenarios_dpop_reports_the_dpop_rounds_alone(capsys, tmp_path):
     assert "1      DPoP, cached ES256 token + fresh proof" in out and "30.00" in out  # a line per run, with its p99
     assert "DPoP, Redis store / host-local store, req/s: 0.89 (0.89)" in out
     assert "memory:" not in out
+
+
+def test_the_stage_accounting_runs_and_names_every_stage():
+    command = [sys.executable, "-m", "loadtest.stages", "5"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    for stage in ("header parse", "JWS parse", "signature", "primitive alone", "rest", "JWK import", "thumbprint"):
+        assert stage in completed.stdout
+    assert completed.stdout.count("a token seen for the first time") == 3

@@ -1,0 +1,162 @@
+"""Where a first-seen token's microseconds go: each stage of its verification timed alone, with the service's own
+functions, against the whole request in the app.
+
+    .venv/bin/python -m loadtest.stages [TOKENS]
+
+For HS256, RS256 and ES256 tokens never seen before (cache off), and for a DPoP proof never seen before, each stage
+runs over TOKENS distinct inputs, best of ROUNDS, in one thread: header parse (`credentials`), JWS parse, issuer
+lookup, header rules and key lookup (`resolve`), the signature (PyJWT's algorithm object through
+`VerificationKey.verify`, and cryptography's own verify alone beside it), claims, scopes; then the whole
+`TokenVerifier` call and a whole request through the Falcon app in-process (middleware, metrics in one-process
+mode, no gunicorn). "rest" is the request minus the stages: routing, middleware, metrics, response. For DPoP:
+proof parse, JWK import (what `ProofVerifier` caches per key, done here for a key never seen), thumbprint, `ath`,
+the proof's signature, the replay record (memory store). A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+ROUNDS = 5
+AUDIENCE, ISSUER, SECRET = "https://api.example.com", "https://issuer.example.com/", "l" * 32
+
+
+def best_us(function: Callable[[object], object], inputs: Sequence[object]) -> float:
+    """Microseconds per call of `function` over `inputs`, best of ROUNDS passes."""
+    best = float("inf")
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        for item in inputs:
+            function(item)
+        best = min(best, (time.perf_counter() - started) / len(inputs) * 1e6)
+    return best
+
+
+def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
+    import falcon.testing
+    import jwt
+    from cryptography.hazmat.primitives import hashes, hmac
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from service import devtoken
+    from service.app import create_app
+    from service.auth.middleware import Requires, credentials
+    from service.keys.keyset import KeySet, SharedSecret
+    from service.settings import Settings
+    from service.tokens import jws
+    from service.tokens.claims import check_claims
+
+    if algorithm == "HS256":
+        private, keys = SECRET, SharedSecret(SECRET.encode(), ("HS256",))
+        settings = {"JWT_SECRET": SECRET}
+    else:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if algorithm == "ES256":
+            private = ec.generate_private_key(ec.SECP256R1())
+        keys = KeySet.from_jwks({"keys": [devtoken.public_jwk(private) | {"kid": "k"}]}, (algorithm,))
+        settings = {"JWT_JWKS_FILE": "unused.json", "JWT_ALGORITHMS": algorithm}
+    now = time.time()
+    kid = None if algorithm == "HS256" else "k"
+    tokens = [
+        devtoken.encode(private, algorithm, issuer=ISSUER, audience=AUDIENCE, subject=f"u{n}", kid=kid, now=now)
+        for n in range(count)
+    ]
+    environ = {"JWT_AUDIENCE": AUDIENCE, "JWT_ISSUER": ISSUER, "JWT_CACHE_SIZE": "0", **settings}
+    app = create_app(Settings.from_env(environ), keys=keys)
+    from service.tokens.verifier import TokenVerifier
+
+    verifier = TokenVerifier.single(keys, algorithms=(algorithm,), audiences=(AUDIENCE,), issuer=ISSUER, leeway=5)
+    parsed = [jws.parse(token) for token in tokens]
+    key = keys.resolve(kid, algorithm)
+    requires = Requires()
+
+    def primitive(item) -> None:  # cryptography alone, what the signature cannot cost less than
+        if algorithm == "HS256":
+            mac = hmac.HMAC(SECRET.encode(), hashes.SHA256())
+            mac.update(item.signing_input)
+            mac.verify(item.signature)
+        elif algorithm == "RS256":
+            key.key.verify(item.signature, item.signing_input, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            r, s = int.from_bytes(item.signature[:32], "big"), int.from_bytes(item.signature[32:], "big")
+            key.key.verify(encode_dss_signature(r, s), item.signing_input, ec.ECDSA(hashes.SHA256()))
+
+    environs = [
+        falcon.testing.create_environ(path="/secured/ping", headers={"Authorization": f"Bearer {token}"})
+        for token in tokens
+    ]
+
+    def request(env) -> None:
+        app(dict(env), lambda status, headers, exc_info=None: None)
+
+    del jwt
+    stages = {
+        "header parse": best_us(lambda t: credentials(f"Bearer {t}"), tokens),
+        "JWS parse": best_us(jws.parse, tokens),
+        "issuer lookup": best_us(lambda p: verifier.issuers.find(p.payload.get("iss")), parsed),
+        "key lookup": best_us(lambda p: keys.resolve(p.header.get("kid"), algorithm), parsed),
+        "signature": best_us(lambda p: key.verify(p.signing_input, p.signature), parsed),
+        "claims": best_us(
+            lambda p: check_claims(p.payload, now=now, leeway=5, audiences={AUDIENCE}, issuer=ISSUER, max_age=None),
+            parsed,
+        ),
+        "scopes": best_us(lambda p: requires.check(p.payload), parsed),
+    }
+    whole = {
+        "TokenVerifier.verify": best_us(verifier.verify, tokens),
+        "request in the app": best_us(request, environs),
+        "primitive alone": best_us(primitive, parsed),
+    }
+    whole["rest"] = whole["request in the app"] - sum(stages.values())
+    return stages | whole
+
+
+def dpop_stages(count: int) -> dict[str, float]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from service import algorithms, devtoken
+    from service.auth.replay.memory import MemoryReplayStore
+    from service.auth.replay.store import replay_key
+    from service.jose import access_token_hash, thumbprint
+    from service.keys.keyset import VerificationKey
+    from service.tokens import jws
+
+    token = "t" * 800  # the access token only enters `ath`
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(count)]  # a key never seen, every proof
+    url = "http://127.0.0.1:8000/secured/ping"
+    proofs = [devtoken.sign_proof(key, url=url, token=token) for key in keys]
+    parsed = [jws.parse(proof) for proof in proofs]
+    import jwt
+
+    def import_key(p) -> VerificationKey:
+        public = jwt.PyJWK(p.header["jwk"], algorithms.pyjwt_name("ES256")).key
+        return VerificationKey.prepare("ES256", public)
+
+    prepared = [import_key(p) for p in parsed]
+    store = MemoryReplayStore()
+    records = [replay_key(thumbprint(p.header["jwk"]), p.payload["jti"]) for p in parsed]
+    return {
+        "proof parse": best_us(jws.parse, proofs),
+        "JWK import": best_us(import_key, parsed),
+        "thumbprint": best_us(lambda p: thumbprint(p.header["jwk"]), parsed),
+        "ath": best_us(lambda _: access_token_hash(token), parsed),
+        "signature": best_us(lambda n: prepared[n].verify(parsed[n].signing_input, parsed[n].signature), range(count)),
+        "replay record (memory)": best_us(lambda k: store.first_use(k + bytes([len(store) % 251]), 301.0), records),
+    }
+
+
+def main(count: int = 2000) -> None:
+    for algorithm in ("HS256", "RS256", "ES256"):
+        print(f"\n{algorithm}, a token seen for the first time (us)")
+        for name, value in bearer_stages(algorithm, count).items():
+            print(f"  {name:<24}{value:>8.1f}")
+    print("\nDPoP, a proof seen for the first time, with a key seen for the first time (us)")
+    for name, value in dpop_stages(min(count, 500)).items():
+        print(f"  {name:<24}{value:>8.1f}")
+
+
+if __name__ == "__main__":
+    main(*(int(arg) for arg in sys.argv[1:]))
