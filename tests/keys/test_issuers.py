@@ -14,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.app import create_app
-from service.keys import sources as keysources
 from service.ops.metrics import Metrics
 from service.settings import Settings
 from tests.support.factories import AUDIENCE, EC_KEY, OTHER_RSA_KEY, RSA_KEY, jwks, make_token
@@ -23,20 +22,6 @@ from tests.support.jwks_server import JwksServer
 
 KID = "shared-kid"  # both providers publish a key under this kid
 THIRD_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(autouse=True)
-def _nothing_handed_down(monkeypatch):
-    monkeypatch.setattr(keysources, "_handed_down", {})
-
-
-@pytest.fixture(autouse=True)
-def _refresh_threads_joined():
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        if thread.name == "jwks-refresh":
-            thread.join(timeout=5)
 
 
 @pytest.fixture

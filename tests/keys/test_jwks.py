@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from service.app import create_app
 from service.errors import InvalidToken, JwksUnavailable
-from service.keys import sources as keysources
 from service.keys.fetch import FetchError
 from service.keys.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot
 from service.keys.keyset import KeySet
@@ -179,22 +178,6 @@ def ping(client, **token) -> falcon.testing.Result:
 
 def self_signed_x5c(private_key) -> list[str]:
     return [base64.b64encode(self_signed_certificate(private_key, "attacker")).decode()]
-
-
-@pytest.fixture(autouse=True)
-def _nothing_handed_down(monkeypatch):
-    # prefetch() keeps snapshots in module memory, keyed by URL; a later server on a reused port must not see them.
-    monkeypatch.setattr(keysources, "_handed_down", {})
-
-
-@pytest.fixture(autouse=True)
-def _refresh_threads_joined():
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        if thread.name == "jwks-refresh":
-            thread.join(timeout=5)
-            assert not thread.is_alive(), "a JWKS refresh thread outlived its test"
 
 
 @pytest.fixture
