@@ -20,7 +20,6 @@ from service.auth.middleware import AuthMiddleware, declared_scopes
 from service.auth.nonce import Nonces
 from service.auth.replay import RecordedReplayStore, ReplayStore, replay_store_for
 from service.errors import retry_after, serialize_error
-from service.keys.issuers import Issuer, Issuers
 from service.keys.keyset import KeySource
 from service.keys.sources import load_issuers
 from service.ops.logs import configure_logging
@@ -62,15 +61,7 @@ def create_app(
         on_hit, on_miss = metrics.token_cache_hit, metrics.token_cache_miss
         on_replay = metrics.replay_check
         on_forward, on_verify = metrics.forward_check, metrics.token_verification
-    if keys is not None:  # it records its own fetches
-        issuers = Issuers(
-            [
-                Issuer(trusted.issuer, keys, frozenset(trusted.algorithms), frozenset(trusted.audiences))
-                for trusted in settings.trusted_issuers
-            ]
-        )
-    else:
-        issuers = load_issuers(settings, on_fetch=on_fetch)
+    issuers = load_issuers(settings, keys=keys, on_fetch=on_fetch)
     if metrics is not None:
         metrics.watch_issuers(issuers.states)
     verifier = TokenVerifier(

@@ -57,7 +57,7 @@ class Readiness:
 
     With several issuers it is 200 while any issuer's keys are held, and the body gives each one's state: an
     identity provider is a dependency every replica shares, so its outage must not take every replica out of
-    service and turn one issuer's 503s into everyone's (the replay store's rule, docs/configuration.md)."""
+    service and turn one issuer's 503s into everyone's (the replay store's rule; docs/issuers.md)."""
 
     def __init__(self, issuers: Issuers, retry_after: int):
         self._issuers = issuers

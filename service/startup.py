@@ -58,15 +58,13 @@ def _unanswered(settings: Settings, environ: Mapping[str, str]) -> Iterator[tupl
     """(what failed, what the service does meanwhile) for each dependency that does not answer, in order;
     raises ConfigError for one that answers wrongly."""
     issuers = load_issuers(settings)
-    trusted = {issuer.name: entry for issuer, entry in zip(issuers.all, settings.trusted_issuers, strict=True)}
     several = len(issuers.all) > 1
     fetched: set[int] = set()
-    for issuer in issuers.all:
+    for issuer, entry in zip(issuers.all, settings.trusted_issuers, strict=True):
         keys = issuer.keys
         if not isinstance(keys, RemoteKeySet) or id(keys) in fetched:
             continue  # issuers sharing a key set fetch it once
         fetched.add(id(keys))
-        entry = trusted[issuer.name]
         error = prefetch(entry, keys)
         if error is not None:
             where = getattr(error, "url", None) or keys.location.jwks_url or entry.discovery_url

@@ -24,7 +24,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import falcon
 
@@ -50,6 +50,7 @@ PEER_CACHE_SIZE = 1024  # peer addresses whose trust is remembered
 IDENTITY_CACHE_SIZE = 4096  # identities (sub, iss, client, scopes) whose headers are remembered
 ORIGINAL_CACHE_SIZE = 1024  # original requests (method, URL, route scopes) remembered per convention
 MAX_CACHED_INPUT = 2048  # characters; a check with longer headers is read every time
+T = TypeVar("T")
 
 
 class Original(NamedTuple):
@@ -81,11 +82,7 @@ class TrustedPeers:
         if not isinstance(peer, str):
             return False
         known = self._known.get(peer)
-        if known is None:
-            if len(self._known) >= PEER_CACHE_SIZE:  # many peers (a scan): start over rather than grow
-                self._known.clear()
-            known = self._known[peer] = self._trusts(peer)
-        return known
+        return known if known is not None else _keep(self._known, peer, self._trusts(peer), PEER_CACHE_SIZE)
 
     def _trusts(self, peer: str) -> bool:
         try:
@@ -120,9 +117,7 @@ class Forwarded:
             return known
         original = self._read(req, params)
         if sum(len(part) for part in inputs if part) <= MAX_CACHED_INPUT:
-            if len(self._originals) >= ORIGINAL_CACHE_SIZE:
-                self._originals.clear()
-            self._originals[inputs] = original
+            _keep(self._originals, inputs, original, ORIGINAL_CACHE_SIZE)
         return original
 
     def _inputs(self, req: falcon.Request, params: dict) -> tuple:
@@ -180,9 +175,7 @@ class Forwarded:
         if headers is None:
             headers = _identity(claims)
             if key is not None:
-                if len(self._identities) >= IDENTITY_CACHE_SIZE:
-                    self._identities.clear()
-                self._identities[key] = headers
+                _keep(self._identities, key, headers, IDENTITY_CACHE_SIZE)
         return headers
 
 
@@ -206,6 +199,15 @@ def _identity(claims: dict) -> dict[str, str]:
             raise InvalidToken(errors.UNPASSABLE_CLAIM)
         headers[name] = value
     return headers
+
+
+def _keep(cache: dict, key: object, value: T, size: int) -> T:
+    """`value`, kept in `cache` under `key`. A full cache (`size` entries) starts over rather than grow: a flood
+    of distinct inputs (a scan, random URLs) costs memory up to the bound, and the few hot ones come back at once."""
+    if len(cache) >= size:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 @functools.lru_cache(maxsize=256)  # a route's scopes: few distinct ones, asked on every check

@@ -173,19 +173,18 @@ class AuthMiddleware:
         requirement = _requirement(resource, req.method)
         if requirement is None or is_preflight(req, req.method):
             return
-        req.context.claims = self._authenticate(req, resp, requirement, req.method)
+        req.context.claims = self._authenticate(req, resp, requirement)
 
     def _authenticate(
         self,
         req: falcon.Request,
         resp: falcon.Response,
         requirement: Requires,
-        method: str,
         original: Original | None = None,
         identity: Callable[[dict], dict[str, str]] | None = None,
     ) -> dict:
-        """The claims of the request's credentials when they meet `requirement` for `method` on this URL, or on
-        the `original` request a proxy asks about; `identity(claims)` (forward auth) may refuse them too."""
+        """The claims of the request's credentials when they meet `requirement` for this request, or for the
+        `original` request a proxy asks about; `identity(claims)` (forward auth) may refuse them too."""
         scheme = None
         try:
             scheme, token = credentials(req.get_header("Authorization"))
@@ -198,8 +197,9 @@ class AuthMiddleware:
                 requirement.check(claims)
             elif scheme is DPOP and self._dpop is not None:
                 if original is not None:
-                    url = original.url
+                    method, url = original.method, original.url
                 else:
+                    method = req.method
                     url = self._urls.request_url(req) if self._urls is not None else None
                 claims = self._dpop.authenticate(
                     req,
@@ -239,9 +239,7 @@ class AuthMiddleware:
                 outcome = "ok"
                 return
             try:
-                req.context.claims = self._authenticate(
-                    req, resp, original.requires, method, original, forwarded.identity
-                )
+                req.context.claims = self._authenticate(req, resp, original.requires, original, forwarded.identity)
             except ApiError as error:
                 outcome = error.api_code
                 raise

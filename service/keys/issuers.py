@@ -14,6 +14,13 @@ from dataclasses import dataclass
 
 from service.keys.keyset import KeySource
 
+ANY_ISSUER = "any"  # the label of the one issuer when none is configured (any `iss` accepted)
+
+
+def label_of(name: str | None) -> str:
+    """How metrics and /readyz name an issuer: its `iss`, or ANY_ISSUER."""
+    return name if name is not None else ANY_ISSUER
+
 
 @dataclass(frozen=True, eq=False)
 class Issuer:
@@ -27,7 +34,7 @@ class Issuer:
 
     @property
     def label(self) -> str:
-        return self.name if self.name is not None else "any"
+        return label_of(self.name)
 
 
 class Issuers:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 
 from service.keys import fetch
-from service.keys.issuers import Issuer, Issuers
+from service.keys.issuers import Issuer, Issuers, label_of
 from service.keys.jwks import IssuerMismatch, JwksLocation, RemoteKeySet, Snapshot, ignore_fetch
 from service.keys.keyset import KeySet, KeySource, SharedSecret
 from service.settings import ConfigError, Settings, TrustedIssuer
@@ -27,9 +27,14 @@ def _ignore(issuer: str, result: str) -> None:
 
 
 def load_issuers(
-    settings: Settings, *, get_json=fetch.get_json, on_fetch: Callable[[str, str], None] = _ignore
+    settings: Settings,
+    *,
+    keys: KeySource | None = None,
+    get_json=fetch.get_json,
+    on_fetch: Callable[[str, str], None] = _ignore,
 ) -> Issuers:
     """Every trusted issuer with its key source; issuers with one key location share one source (one fetch).
+    `keys`, when given, serves every issuer instead (and records its own fetches).
 
     `on_fetch(label, result)` is called after every fetch of a remote source, with the label of the first issuer
     it serves. Raises ConfigError when a JWKS file cannot be used.
@@ -37,13 +42,11 @@ def load_issuers(
     sources: dict[tuple, KeySource] = {}
     issuers = []
     for trusted in settings.trusted_issuers:
-        keys = sources.get(trusted.key_location)
-        if keys is None:
-            label = trusted.issuer if trusted.issuer is not None else "any"
-            keys = sources[trusted.key_location] = key_source(
-                settings, trusted, get_json=get_json, on_fetch=functools.partial(on_fetch, label)
-            )
-        issuers.append(Issuer(trusted.issuer, keys, frozenset(trusted.algorithms), frozenset(trusted.audiences)))
+        source = keys if keys is not None else sources.get(trusted.key_location)
+        if source is None:
+            record = functools.partial(on_fetch, label_of(trusted.issuer))
+            source = sources[trusted.key_location] = key_source(settings, trusted, get_json=get_json, on_fetch=record)
+        issuers.append(Issuer(trusted.issuer, source, frozenset(trusted.algorithms), frozenset(trusted.audiences)))
     return Issuers(issuers)
 
 
