@@ -121,6 +121,7 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
         SECRET,
         ec_signing_key,
         rsa_signing_key,
+        two_issuers,
         write_tokens,
     )
     from service.app import create_app
@@ -147,12 +148,7 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     two = {**common, "issuers": (ISSUER, OTHER_ISSUER)}
     hot_two = create_app(Settings(algorithms=("HS256",), secret=SECRET.encode(), **two))
     (folder / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    (folder / "other.json").write_text(json.dumps({"keys": [rsa_signing_key()[1]]}))
-    (folder / "issuers.toml").write_text(
-        f'[[issuers]]\nissuer = "{ISSUER}"\njwks_file = "{folder / "jwks.json"}"\n\n'
-        f'[[issuers]]\nissuer = "{OTHER_ISSUER}"\njwks_file = "{folder / "other.json"}"\n'
-    )
-    from_file = Settings.from_env({"JWT_AUDIENCE": AUDIENCE, "JWT_ISSUERS_FILE": str(folder / "issuers.toml")})
+    from_file = Settings.from_env({"JWT_AUDIENCE": AUDIENCE, "JWT_ISSUERS_FILE": str(two_issuers(folder))})
     rs_two = replace(from_file, cache_size=0, metrics_dir=common["metrics_dir"], metrics=common["metrics"])
     cold_rs_two = create_app(rs_two)
     es_keys = KeySet.from_jwks({"keys": [ec_jwk]}, ("ES256",))

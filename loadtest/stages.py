@@ -36,7 +36,6 @@ def best_us(function: Callable[[object], object], inputs: Sequence[object]) -> f
 
 def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
     import falcon.testing
-    import jwt
     from cryptography.hazmat.primitives import hashes, hmac
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -48,14 +47,16 @@ def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
     from service.settings import Settings
     from service.tokens import jws
     from service.tokens.claims import check_claims
+    from service.tokens.verifier import TokenVerifier
 
     if algorithm == "HS256":
         private, keys = SECRET, SharedSecret(SECRET.encode(), ("HS256",))
         settings = {"JWT_SECRET": SECRET}
     else:
-        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         if algorithm == "ES256":
             private = ec.generate_private_key(ec.SECP256R1())
+        else:
+            private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         keys = KeySet.from_jwks({"keys": [devtoken.public_jwk(private) | {"kid": "k"}]}, (algorithm,))
         settings = {"JWT_JWKS_FILE": "unused.json", "JWT_ALGORITHMS": algorithm}
     now = time.time()
@@ -66,8 +67,6 @@ def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
     ]
     environ = {"JWT_AUDIENCE": AUDIENCE, "JWT_ISSUER": ISSUER, "JWT_CACHE_SIZE": "0", **settings}
     app = create_app(Settings.from_env(environ), keys=keys)
-    from service.tokens.verifier import TokenVerifier
-
     verifier = TokenVerifier.single(keys, algorithms=(algorithm,), audiences=(AUDIENCE,), issuer=ISSUER, leeway=5)
     parsed = [jws.parse(token) for token in tokens]
     key = keys.resolve(kid, algorithm)
@@ -92,7 +91,6 @@ def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
     def request(env) -> None:
         app(dict(env), lambda status, headers, exc_info=None: None)
 
-    del jwt
     stages = {
         "header parse": best_us(lambda t: credentials(f"Bearer {t}"), tokens),
         "JWS parse": best_us(jws.parse, tokens),
@@ -115,6 +113,7 @@ def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
 
 
 def dpop_stages(count: int) -> dict[str, float]:
+    import jwt
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from service import algorithms, devtoken
@@ -129,7 +128,6 @@ def dpop_stages(count: int) -> dict[str, float]:
     url = "http://127.0.0.1:8000/secured/ping"
     proofs = [devtoken.sign_proof(key, url=url, token=token) for key in keys]
     parsed = [jws.parse(proof) for proof in proofs]
-    import jwt
 
     def import_key(p) -> VerificationKey:
         public = jwt.PyJWK(p.header["jwk"], algorithms.pyjwt_name("ES256")).key
