@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import binascii
 import json
-import re
+import threading
+from collections import OrderedDict
 from typing import NamedTuple
 
 from service.errors import TOKEN_MALFORMED, TOKEN_TOO_LARGE, InvalidToken
 
 MAX_TOKEN_LENGTH = 8192  # characters; larger tokens are refused before any decoding
+# Distinct header segments kept parsed in each process. An issuer signs every token with one of a few headers (one
+# per key), and a DPoP client every proof with one (its `jwk` is in it), so the header of almost every token and
+# proof was seen before; a flood of distinct headers only evicts the oldest, and is parsed in full as before.
+HEADER_CACHE_SIZE = 512
 
-# The whole token in one match instead of split(".") and a regex per segment: exactly three non-empty runs
-# of the base64url alphabet joined by two dots. The classes are ASCII only (no IGNORECASE), so a token that
-# matches encodes to ASCII bytes, one byte per character, and the match's offsets are byte offsets too.
-# "+", "/" and "=" are refused here, on the original text, before "-" and "_" are translated onto them.
-_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+")
+# The base64url alphabet, which bytes.translate deletes in one C pass: what is left of a well-formed token is
+# exactly its two dots. Cheaper than a regular expression over the whole token, and as strict: "+", "/", "="
+# and anything outside ASCII are refused on the original text, before "-" and "_" are translated onto "+" and "/".
+_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # bytes.translate with a 256-byte table: one C pass, several times cheaper than str.translate with a dict.
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"", b"==", b"=")
@@ -45,22 +49,51 @@ class CompactJws(NamedTuple):
     signature: bytes
 
 
+_make = CompactJws._make
+
+
 def parse(token: str) -> CompactJws:
-    """Split and decode a compact JWS; raises InvalidToken for anything but three strict segments of JSON."""
+    """Split and decode a compact JWS; raises InvalidToken for anything but three strict segments of JSON.
+
+    The header dict of a header segment seen before is the same object as then (`_headers`): callers read it and
+    never change it.
+    """
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken(TOKEN_TOO_LARGE)
-    match = _COMPACT.fullmatch(token)
-    if match is None:
+    if not token.isascii():  # O(1) for a str: then one byte per character, and byte offsets are str offsets
         raise InvalidToken(TOKEN_MALFORMED)
-    header_end, payload_end = match.end(1), match.end(2)
     signed = token.encode("ascii")
+    header_end = signed.find(b".")
+    payload_end = signed.find(b".", header_end + 1)
+    # Exactly two dots and the alphabet, and no segment empty.
+    if signed.translate(None, _BASE64URL) != b".." or not 0 < header_end < payload_end - 1 < len(signed) - 2:
+        raise InvalidToken(TOKEN_MALFORMED)
     standard = signed.translate(_TO_STANDARD)
-    return CompactJws(
-        header=_json_object(_decode(standard[:header_end])),
-        payload=_json_object(_decode(standard[header_end + 1 : payload_end])),
-        signing_input=signed[:payload_end],
-        signature=_decode(standard[payload_end + 1 :]),
-    )
+    segment = token[:header_end]
+    header = _headers.get(segment)  # one C call, atomic under the GIL: no lock to read (see _remember)
+    if header is None:
+        header = _remember(segment, _json_object(_decode(standard[:header_end])))
+    payload = _json_object(_decode(standard[header_end + 1 : payload_end]))
+    # _make is tuple.__new__ itself; calling the class runs the NamedTuple's generated Python __new__.
+    return _make((header, payload, signed[:payload_end], _decode(standard[payload_end + 1 :])))
+
+
+# Header segment -> its parsed header, oldest first; only headers that parsed are kept. What a header says is
+# still checked on every token (the verifier's and ProofVerifier's header rules): only the decoding is saved.
+_headers: OrderedDict[str, dict] = OrderedDict()
+_headers_lock = threading.Lock()
+
+
+def _remember(segment: str, header: dict) -> dict:
+    """Keep `header` for `segment`, evicting the oldest beyond HEADER_CACHE_SIZE; returns `header`.
+
+    Changes hold the lock, so two threads never evict at once; a lookup does not need it, since OrderedDict's get
+    and popitem are single C calls that the GIL keeps whole."""
+    with _headers_lock:
+        _headers[segment] = header
+        while len(_headers) > HEADER_CACHE_SIZE:
+            _headers.popitem(last=False)
+    return header
 
 
 def _decode(segment: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""jws.parse on its own: the single-regex split, the byte-level base64 decoding and the JSON fast path.
+"""jws.parse on its own: the one-pass split, the byte-level base64 decoding, the JSON fast path and the header cache.
 
 tests/auth/test_middleware_attacks.py pins the hostile inputs end to end; these cases pin the parts of the parser
 that are written for speed, against the slow, obvious reference they replace.
@@ -65,7 +65,10 @@ def test_every_segment_length_decodes_and_only_the_canonical_last_character_is_a
             assert refused(text)
 
 
-@pytest.mark.parametrize("text", ["A.B.C", "AA.BB.CCCCC", "A...", "..", "AA..AA", ".AA.AA", "AA.AA.", "AA.AA.AA.AA"])
+@pytest.mark.parametrize(
+    "text",
+    ["A.B.C", "AA.BB.CCCCC", "A...", "..", "AA..AA", ".AA.AA", "AA.AA.", "AA.AA.AA.AA", "AA.AA", "AAAA", "", "."],
+)
 def test_empty_segments_lengths_of_4n_plus_1_and_extra_dots_are_malformed(text):
     assert refused(text)
 
@@ -175,3 +178,56 @@ def test_scan_once_over_an_object_gives_what_decode_gives_and_never_ends_a_text_
     value, end = jws._SCAN_ONCE(text, 0)
     assert value == expected
     assert end == len(text.rstrip())
+
+
+@pytest.mark.parametrize("character", ["+", "/", "=", " ", "\n", "\x00", "\u00e9", "\u2024", "\U0001f600"])
+def test_a_character_outside_the_base64url_alphabet_is_malformed_in_every_segment(character):
+    good = compact(b'{"alg":"HS256"}', b"{}")
+    header, payload, signature = good.split(".")
+    for text in (
+        f"{header}{character}.{payload}.{signature}",
+        f"{header}.{character}{payload}.{signature}",
+        f"{header}.{payload}.{signature[:-1]}{character}",
+    ):
+        assert refused(text)
+
+
+@pytest.fixture
+def headers(monkeypatch):
+    """An empty header cache of four entries, for this test only."""
+    monkeypatch.setattr(jws, "HEADER_CACHE_SIZE", 4)
+    monkeypatch.setattr(jws, "_headers", type(jws._headers)())
+    return jws._headers
+
+
+def test_a_header_seen_before_is_the_same_object_and_the_payload_is_parsed_anew(headers):
+    header = b'{"alg":"HS256","kid":"k"}'
+    first = jws.parse(compact(header, b'{"sub":"a"}'))
+    second = jws.parse(compact(header, b'{"sub":"b"}'))
+    assert second.header is first.header and first.header == {"alg": "HS256", "kid": "k"}
+    assert (first.payload, second.payload) == ({"sub": "a"}, {"sub": "b"})
+    assert list(headers) == [b64url(header)]
+
+
+def test_the_header_cache_is_bounded_and_evicts_the_oldest(headers):
+    texts = [compact(json.dumps({"alg": "HS256", "kid": str(n)}).encode(), b"{}") for n in range(6)]
+    parsed = [jws.parse(text) for text in texts]
+    assert len(headers) == 4
+    assert list(headers) == [text.split(".")[0] for text in texts[2:]]
+    assert jws.parse(texts[5]).header is parsed[5].header
+    again = jws.parse(texts[0])  # evicted: parsed in full again, equal but a new object
+    assert again.header == parsed[0].header and again.header is not parsed[0].header
+    assert len(headers) == 4 and texts[1].split(".")[0] not in headers
+
+
+def test_a_header_that_does_not_parse_is_not_kept_and_is_refused_every_time(headers):
+    text = compact(b'{"alg":"HS256","alg":"none"}', b"{}")
+    assert refused(text) and refused(text)
+    assert len(headers) == 0
+
+
+def test_a_kept_header_does_not_excuse_a_malformed_payload_or_signature(headers):
+    header = b'{"alg":"HS256"}'
+    jws.parse(compact(header, b"{}"))
+    assert refused(compact(header, b'{"a":1,"a":2}'))
+    assert refused(compact(header, b"{}", SIGNATURE[:-1] + "B"))  # non-canonical last character
