@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm, RSAPSSAlgorithm
+from jwt.algorithms import RSAAlgorithm, RSAPSSAlgorithm, get_default_algorithms
 
 from service import errors
-from service.keys.keyset import KeySet, SharedSecret
+from service.algorithms import SUPPORTED, pyjwt_name
+from service.keys.keyset import KeySet, SharedSecret, VerificationKey
 from service.keys.sources import load_keys
 from service.settings import ConfigError
 from tests.support.factories import EC_KEY, RSA_KEY, hs_settings, jwks, jwks_settings, pem, write_jwks
@@ -106,3 +107,38 @@ def test_load_keys_failures_name_the_variable(tmp_path, content, message):
     with pytest.raises(ConfigError, match=message) as raised:
         load_keys(jwks_settings(str(path)))
     assert "JWT_JWKS_FILE" in str(raised.value)
+
+
+def _private_key(algorithm: str):
+    """A signing key for `algorithm`: a secret as long as its hash, or a fresh private key of the type it needs."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+
+    if algorithm.startswith("HS"):
+        return bytes(range(64))[: int(algorithm[2:]) // 8]
+    if algorithm[:2] in ("RS", "PS"):
+        return RSA_KEY
+    if algorithm.startswith("ES"):
+        return ec.generate_private_key(
+            {"256": ec.SECP256R1(), "384": ec.SECP384R1(), "512": ec.SECP521R1()}[algorithm[2:]]
+        )
+    return ed448.Ed448PrivateKey.generate() if algorithm == "EdDSA" else ed25519.Ed25519PrivateKey.generate()
+
+
+@pytest.mark.parametrize("algorithm", sorted(SUPPORTED))
+def test_every_algorithm_verifies_what_pyjwt_signs_and_nothing_else_as_pyjwt_does(algorithm):
+    """VerificationKey calls cryptography directly: it must agree with PyJWT's own verify, one bit either way."""
+    private = _private_key(algorithm)
+    pyjwt = get_default_algorithms()[pyjwt_name(algorithm)]
+    public = private if isinstance(private, bytes) else private.public_key()
+    key = VerificationKey.prepare(algorithm, public)
+    data = b"eyJhbGciOiJ4In0.eyJzdWIiOiJ5In0"
+    signature = pyjwt.sign(data, pyjwt.prepare_key(private))
+    cases = {
+        (data, signature): True,
+        (data, signature[:-1] + bytes([signature[-1] ^ 1])): False,
+        (data[:-1] + b"1", signature): False,
+        (data, bytes(len(signature))): False,
+    }
+    for (signing_input, sig), expected in cases.items():
+        assert key.verify(signing_input, sig) is expected
+        assert pyjwt.verify(signing_input, key.key, sig) is expected
