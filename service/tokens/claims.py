@@ -35,12 +35,23 @@ def check_claims(
 
     `max_age`, when set, also expires a token `max_age` seconds after its `iat`, which it then requires.
     """
-    exp = _numeric_date(claims, "exp")
-    if exp is None:
-        raise InvalidToken(NO_EXPIRY)
+    # An integer date within the float range, the NumericDate every issuer writes, is taken as it is (Python compares
+    # it with a float exactly); anything else, or a claim present but null, goes through `_numeric_date`. Three
+    # function calls fewer on every token verified.
+    get = claims.get
+    exp, nbf, iat = get("exp"), get("nbf"), get("iat")
+    if type(exp) is not int or not -_FLOAT_MAX < exp < _FLOAT_MAX:
+        exp = _numeric_date(claims, "exp")
+        if exp is None:
+            raise InvalidToken(NO_EXPIRY)
     if now >= exp + leeway:
         raise TokenExpired()
-    nbf, iat = _numeric_date(claims, "nbf"), _numeric_date(claims, "iat")
+    if nbf is not None or "nbf" in claims:
+        if type(nbf) is not int or not -_FLOAT_MAX < nbf < _FLOAT_MAX:
+            nbf = _numeric_date(claims, "nbf")
+    if iat is not None or "iat" in claims:
+        if type(iat) is not int or not -_FLOAT_MAX < iat < _FLOAT_MAX:
+            iat = _numeric_date(claims, "iat")
     if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
         raise TokenNotYetValid()
     if max_age is not None:
@@ -48,10 +59,14 @@ def check_claims(
             raise InvalidToken(NO_ISSUE_TIME)
         if now >= iat + max_age + leeway:
             raise TokenExpired()
-    if issuer is not None and claims.get("iss") != issuer:
+    if issuer is not None and get("iss") != issuer:
         raise InvalidIssuer()
-    if not _audience_matches(claims.get("aud"), audiences):
+    aud = get("aud")
+    if not (aud in audiences if type(aud) is str else _audience_matches(aud, audiences)):
         raise InvalidAudience()
+
+
+_FLOAT_MAX = 2**1023  # an int at or beyond it has no float (float(2**1024) overflows): _numeric_date decides
 
 
 def valid_until(claims: Mapping, *, leeway: float, max_age: float | None) -> float:
