@@ -9,7 +9,9 @@ body), without the polling and thread hand-offs around it, so the differences be
 service repeat to about a microsecond. Metrics count in prometheus_client's multiprocess mode, as under
 gunicorn (`METRICS=0` turns them off). DPoP requests carry one cached ES256 token and a fresh proof each, made
 right before the scenario, against the shared-memory replay table a gunicorn master's workers share and against
-the in-memory one: the difference is the shared store's cost. Prints microseconds per request, best of 5 rounds.
+the in-memory one: the difference is the shared store's cost. Prints microseconds per request, best of 5 rounds,
+then cryptography's own verify timed alone for each signature the scenarios check (HMAC-SHA256, RSA-2048, P-256),
+and the targets of docs/performance.md as ratios to this run's ceilings, each with what it allows and what it took.
 A benchmark, not a test.
 """
 
@@ -34,6 +36,12 @@ DPOP_URL = "http://127.0.0.1:8000/secured/ping"  # what the service makes of the
 SHARED, MEMORY = "DPoP, fresh ES256 proof, shared replay", "DPoP, fresh ES256 proof, memory replay"
 HOT_TWO, COLD_RS_TWO = "hot, two issuers", "cold RS256, two issuers, cache off"
 FORWARD = "forward auth, hot token"
+BARE, WITH_TOKEN, PUBLIC, HOT = (
+    "ceiling /ping (bare Falcon)",
+    "ceiling, token per request",
+    "public /ping",
+    "hot /secured/ping (one token)",
+)
 
 # (name, app, requests): the requests are cycled through; a function instead makes them right before the
 # scenario is timed, and each is sent once (DPoP proofs: a second use is a replay, and they age).
@@ -109,6 +117,62 @@ def _check(statuses: list[str], requests: list[bytes]) -> None:
             sys.exit(f"server_path: {status} for {raw.split(b' ', 2)[1].decode()}")
 
 
+def primitives(folder: Path, count: int) -> dict[str, float]:
+    """Microseconds of cryptography's own verify, alone, over the scenarios' tokens (what `scenarios` wrote to
+    `folder`): the least each signature can cost. HMAC keyed afresh each time, as a verifier without a keyed
+    context would; RSA and ECDSA with their padding and hash objects made once."""
+    from cryptography.hazmat.primitives import hashes, hmac
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+    from jwt import PyJWK
+
+    from loadtest.scenarios import SECRET
+    from loadtest.stages import best_us
+    from service.tokens import jws
+
+    def signed(name: str) -> list[tuple[bytes, bytes]]:
+        tokens = (folder / name).read_text().split()
+        return [(parsed.signing_input, parsed.signature) for parsed in map(jws.parse, tokens[:count])]
+
+    secret, sha256, pkcs1, ecdsa = SECRET.encode(), hashes.SHA256(), padding.PKCS1v15(), ec.ECDSA(hashes.SHA256())
+    rsa_key, ec_key = (
+        PyJWK(json.loads((folder / name).read_text())["keys"][0]).key for name in ("jwks.json", "es-jwks.json")
+    )
+
+    def mac(item: tuple[bytes, bytes]) -> None:
+        check = hmac.HMAC(secret, sha256)
+        check.update(item[0])
+        check.verify(item[1])
+
+    def p256(item: tuple[bytes, bytes]) -> None:
+        r, s = int.from_bytes(item[1][:32], "big"), int.from_bytes(item[1][32:], "big")
+        ec_key.verify(encode_dss_signature(r, s), item[0], ecdsa)
+
+    return {
+        HMAC: best_us(mac, signed("hs.txt")),
+        RSA: best_us(lambda item: rsa_key.verify(item[1], item[0], pkcs1, sha256), signed("rs.txt")),
+        P256: best_us(p256, signed("es.txt")),
+    }
+
+
+HMAC, RSA, P256 = "HMAC-SHA256", "RSA-2048 PKCS#1 v1.5", "P-256 ECDSA"
+
+
+def targets(us: dict[str, float], primitive: dict[str, float], distinct: int) -> list[tuple[str, float, float]]:
+    """(target, what it took, what it allows) in microseconds per request: the targets of docs/performance.md."""
+    bare, ceiling, hot = us[BARE], us[WITH_TOKEN], us[HOT]
+    cold = {name: us[f"cold {name}, {distinct} tokens, cache off"] for name in ("HS256", "RS256", "ES256")}
+    return [
+        ("public /ping <= 1.05 x bare ceiling", us[PUBLIC], 1.05 * bare),
+        ("hot <= 1.08 x ceiling with a token", hot, 1.08 * ceiling),
+        ("cold HS256 - hot <= HMAC + 0.10 x ceiling", cold["HS256"] - hot, primitive[HMAC] + 0.10 * ceiling),
+        ("cold RS256 - hot <= RSA + 0.10 x ceiling", cold["RS256"] - hot, primitive[RSA] + 0.10 * ceiling),
+        ("cold ES256 - hot <= P-256 + 0.10 x ceiling", cold["ES256"] - hot, primitive[P256] + 0.10 * ceiling),
+        ("DPoP memory - hot <= P-256 + 0.15 x ceiling", us[MEMORY] - hot, primitive[P256] + 0.15 * ceiling),
+        ("DPoP shared - memory <= 0.05 x ceiling", us[SHARED] - us[MEMORY], 0.05 * ceiling),
+    ]
+
+
 def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     """The ceiling, the service with Bearer tokens and with DPoP; imported here, after the metrics mode is set."""
     from loadtest.ceiling import app as ceiling
@@ -148,6 +212,7 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     two = {**common, "issuers": (ISSUER, OTHER_ISSUER)}
     hot_two = create_app(Settings(algorithms=("HS256",), secret=SECRET.encode(), **two))
     (folder / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    (folder / "es-jwks.json").write_text(json.dumps({"keys": [ec_jwk]}))  # for `primitives`, as jwks.json
     from_file = Settings.from_env({"JWT_AUDIENCE": AUDIENCE, "JWT_ISSUERS_FILE": str(two_issuers(folder))})
     rs_two = replace(from_file, cache_size=0, metrics_dir=common["metrics_dir"], metrics=common["metrics"])
     cold_rs_two = create_app(rs_two)
@@ -163,10 +228,10 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     make_proofs = partial(proofs, key=dpop_key, url=DPOP_URL, token=token)
     fresh = partial(dpop_requests, make_proofs, token, WARM_UP + ROUNDS * count)
     return [
-        ("ceiling /ping (bare Falcon)", ceiling, raw_requests("/ping", [])),
-        ("ceiling, token per request", ceiling, raw_requests("/ping", hs)),
-        ("public /ping", service, raw_requests("/ping", [])),
-        ("hot /secured/ping (one token)", service, raw_requests("/secured/ping", hs[:1])),
+        (BARE, ceiling, raw_requests("/ping", [])),
+        (WITH_TOKEN, ceiling, raw_requests("/ping", hs)),
+        (PUBLIC, service, raw_requests("/ping", [])),
+        (HOT, service, raw_requests("/secured/ping", hs[:1])),
         (HOT_TWO, hot_two, raw_requests("/secured/ping", hs[:1])),
         (FORWARD, service, forwarded_requests(hs[0])),
         (f"cold HS256, {distinct} tokens, cache off", cold_hs, raw_requests("/secured/ping", hs)),
@@ -187,12 +252,19 @@ def main(count: int = 20_000, distinct: int = 5_000) -> list[dict]:
             once = callable(requests)
             sent = requests() if once else requests
             rows.append({"scenario": name, "us": round(microseconds_per_request(app, sent, count, once=once), 2)})
+        primitive = primitives(Path(scratch), min(count, distinct))
     ceiling = rows[0]["us"]
     print(f"{'scenario':<42}{'us/request':>12}{'- ceiling':>11}")
     for row in rows:
         print(f"{row['scenario']:<42}{row['us']:>12.1f}{row['us'] - ceiling:>+11.1f}")
     us = {row["scenario"]: row["us"] for row in rows}
     print(f"\nDPoP replay store, shared - memory: {us[SHARED] - us[MEMORY]:+.1f} us per request")
+    print(
+        "\ncryptography's verify alone (us): " + ", ".join(f"{name} {value:.1f}" for name, value in primitive.items())
+    )
+    print(f"\n{'target (ceiling: with a token unless bare)':<46}{'us':>8}{'allowed':>9}{'met':>5}")
+    for name, took, allowed in targets(us, primitive, distinct):
+        print(f"{name:<46}{took:>8.1f}{allowed:>9.1f}{'yes' if took <= allowed else 'no':>5}")
     return rows
 
 

@@ -203,7 +203,7 @@ def test_the_server_path_benchmark_times_every_scenario():
     # with an error unless every request is answered 200, so each DPoP proof it makes must be accepted once.
     command = [sys.executable, "-m", "loadtest.server_path", "20", "3"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    table, summary = completed.stdout.split("\n\n")
+    table, summary, primitives, targets = completed.stdout.split("\n\n")
     rows = table.splitlines()[1:]
     assert [row.rsplit(None, 2)[0] for row in rows] == [
         "ceiling /ping (bare Falcon)",
@@ -221,6 +221,18 @@ def test_the_server_path_benchmark_times_every_scenario():
     ]
     assert all(float(row.split()[-2]) > 0 for row in rows)
     assert summary.startswith("DPoP replay store, shared - memory: ")
+    assert primitives.startswith("cryptography's verify alone (us): HMAC-SHA256 ")
+    judged = [line.rsplit(None, 3) for line in targets.splitlines()[1:]]
+    assert [name for name, *_ in judged] == [
+        "public /ping <= 1.05 x bare ceiling",
+        "hot <= 1.08 x ceiling with a token",
+        "cold HS256 - hot <= HMAC + 0.10 x ceiling",
+        "cold RS256 - hot <= RSA + 0.10 x ceiling",
+        "cold ES256 - hot <= P-256 + 0.10 x ceiling",
+        "DPoP memory - hot <= P-256 + 0.15 x ceiling",
+        "DPoP shared - memory <= 0.05 x ceiling",
+    ]
+    assert all(met == ("yes" if float(took) <= float(allowed) else "no") for _, took, allowed, met in judged)
 
 
 def test_scenarios_dpop_reports_the_dpop_rounds_alone(capsys, tmp_path):
