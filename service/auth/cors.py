@@ -43,5 +43,5 @@ class CorsMiddleware:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool):
         resp.append_header("Vary", "Origin")
-        if req.get_header("Origin"):  # falcon-cors does nothing more for a request without one (CORS 6.1.1)
+        if req.env.get("HTTP_ORIGIN"):  # falcon-cors does nothing more for a request without one (CORS 6.1.1)
             self._cors.process(req, resp, resource)

@@ -84,7 +84,7 @@ class Dpop:
         `method` and `url` are the request's (or, for a forward-auth check, the original request's): the method
         and the normalised URL (service.urls), None when it cannot be known. Raises AuthError.
         """
-        proof = req.get_header("DPoP")
+        proof = req.env.get("HTTP_DPOP")
         if not proof or not proof.strip():
             raise InvalidHeader(errors.DPOP_HEADER_MISSING)
         if "," in proof:  # gunicorn joins repeated headers with a comma, which no compact JWS holds

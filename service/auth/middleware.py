@@ -43,6 +43,7 @@ _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # match goes through the step-by-step checks, which accept nothing more and say what is wrong.
 _WELL_FORMED = re.compile(rf"(?i:(bearer|dpop)) +({_TOKEN68.pattern}) *")
 _SCHEMES = {"bearer": BEARER, "dpop": DPOP}
+MAX_DECLARATIONS = 1024  # (resource, method) pairs whose declarations AuthMiddleware keeps: routes x methods
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,8 @@ def _parse_step_by_step(header: str | None) -> tuple[str, str]:
 def is_preflight(req: falcon.Request, method: str) -> bool:
     """A CORS preflight: OPTIONS (the request's `method`, or the original's a proxy names) with Origin and
     Access-Control-Request-Method."""
-    return (
-        method == "OPTIONS"
-        and req.get_header("Origin") is not None
-        and req.get_header("Access-Control-Request-Method") is not None
-    )
+    env = req.env  # headers read from the WSGI environ (PEP 3333 names): get_header builds the name on every call
+    return method == "OPTIONS" and "HTTP_ORIGIN" in env and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in env
 
 
 def declared_scopes(resource: object) -> set[str]:
@@ -164,16 +162,29 @@ class AuthMiddleware:
         )
         self._on_outcome = on_outcome
         self._on_forward = on_forward
+        self._declared: dict[tuple[object, str], tuple[Forwarded | None, Requires | None]] = {}
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
-        forwarded = getattr(resource, "forwarded", None)
+        method = req.method
+        declared = self._declared.get((resource, method))
+        if declared is None:
+            declared = self._declare(resource, method)
+        forwarded, requirement = declared
         if forwarded is not None:
             self._check_forwarded(req, resp, forwarded, params)
             return
-        requirement = _requirement(resource, req.method)
-        if requirement is None or is_preflight(req, req.method):
+        if requirement is None or is_preflight(req, method):
             return
         req.context.claims = self._authenticate(req, resp, requirement)
+
+    def _declare(self, resource: object, method: str) -> tuple[Forwarded | None, Requires | None]:
+        """What `resource` declares for `method`: a forward-auth endpoint's `forwarded`, or its `Requires`. Kept
+        per (resource, method), for at most MAX_DECLARATIONS pairs (a client chooses the method): declarations
+        are class and responder attributes, set when the resource is defined."""
+        declared = getattr(resource, "forwarded", None), _requirement(resource, method)
+        if len(self._declared) < MAX_DECLARATIONS:
+            self._declared[(resource, method)] = declared
+        return declared
 
     def _authenticate(
         self,
@@ -187,7 +198,7 @@ class AuthMiddleware:
         `original` request a proxy asks about; `identity(claims)` (forward auth) may refuse them too."""
         scheme = None
         try:
-            scheme, token = credentials(req.get_header("Authorization"))
+            scheme, token = credentials(req.env.get("HTTP_AUTHORIZATION"))
             if scheme is BEARER and self._bearer:
                 if self._dpop is not None and "HTTP_DPOP" in req.env:  # a dict lookup: every Bearer request pays it
                     raise InvalidHeader(errors.DPOP_HEADER_WITH_BEARER)

@@ -19,6 +19,8 @@ import falcon
 from service.constants import REQUEST_ID_HEADER
 
 HEADER = REQUEST_ID_HEADER
+# The header's key in the WSGI environ (PEP 3333): read there, since Request.get_header builds it on every call.
+_ENVIRON_KEY = "HTTP_" + HEADER.upper().replace("-", "_")
 current: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Letters, digits and . _ : - only, at most 128: enough for UUIDs and tracing ids, and nothing that could
@@ -54,7 +56,7 @@ class RequestIdMiddleware:
         self._new_id = new_id
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        incoming = req.get_header(HEADER)
+        incoming = req.env.get(_ENVIRON_KEY)
         request_id = incoming if incoming and _ACCEPTED.fullmatch(incoming) else self._new_id()
         req.context.request_id = request_id
         current.set(request_id)

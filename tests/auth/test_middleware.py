@@ -190,3 +190,23 @@ def test_credentials_errors(header, error, description):
 @pytest.mark.parametrize("header", ["Bearer t", "bearer t", "BEARER t", "Bearer   t  "])
 def test_credentials_return_the_scheme_and_the_token(header):
     assert credentials(header) == (errors.BEARER, "t")
+
+
+def test_declarations_are_kept_per_resource_and_method_up_to_a_bound(monkeypatch, verifier):
+    from service.auth import middleware
+
+    monkeypatch.setattr(middleware, "MAX_DECLARATIONS", 3)
+    auth = AuthMiddleware(verifier, realm="test")
+    app = falcon.App(middleware=[auth])
+    mixed, override = Mixed(), OverridesResource()
+    app.add_route("/mixed", mixed)
+    app.add_route("/override", override)
+    client = falcon.testing.TestClient(app)
+    for _ in range(2):  # the second pass answers from what the first kept, the same as the first
+        assert call(client, "GET", "/mixed").status_code == 200
+        assert call(client, "POST", "/mixed").status_code == 401
+        assert call(client, "GET", "/override").status_code == 401
+        assert call(client, "DELETE", "/override", "good").status_code == 403  # admin, from the responder
+        assert call(client, "PUT", "/override").status_code == 401  # no responder: the resource's Requires, then 405
+    assert list(auth._declared) == [(mixed, "GET"), (mixed, "POST"), (override, "GET")]
+    assert auth._declared[(mixed, "POST")] == (None, Requires(scopes=("write:a",)))
