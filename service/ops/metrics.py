@@ -11,10 +11,12 @@ variable in the master.
 
 Counts are batched: in multiprocess mode every prometheus_client increment takes a process-wide lock and writes
 its file, a secured request makes five, and prometheus_client has no batched form (the cost per increment is in
-docs/performance.md, "Why the hot path looks like this"). So a request only adds to a pending tally here,
-and the tally goes into prometheus_client's values once per `FLUSH_INTERVAL` (from a background thread),
-before every exposition, and when the worker exits. A scrape therefore sees another worker's counts at most
-`FLUSH_INTERVAL` late, and a worker killed with SIGKILL loses at most its last interval of counts.
+docs/performance.md, "Why the hot path looks like this"). So a request only appends what it counts to a queue
+of pending events (a deque: its appends are thread-safe, one C call, no lock and no allocation for a plain
+count), and the queue is tallied into prometheus_client's values once per `FLUSH_INTERVAL` (from a background
+thread), before every exposition, when it holds `MAX_PENDING` events, and when the worker exits. A scrape
+therefore sees another worker's counts at most `FLUSH_INTERVAL` late, and a worker killed with SIGKILL loses at
+most its last interval of counts.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import atexit
 import bisect
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -40,7 +44,8 @@ REPLAY_OUTCOMES = ("ok", "replayed", "error")
 REPLAY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 # The original methods a forward-auth check's series name; any other is "other", so a client cannot add series.
 FORWARDED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "-")
-FLUSH_INTERVAL = 1.0  # seconds between flushes of the pending tally in multiprocess mode
+FLUSH_INTERVAL = 1.0  # seconds between flushes of the pending events in multiprocess mode
+MAX_PENDING = 100_000  # events queued before a request flushes them itself (one process has no flushing thread)
 
 
 class _Route:
@@ -67,7 +72,7 @@ class Metrics:
 
     `multiprocess_dir` is PROMETHEUS_MULTIPROC_DIR under gunicorn (Settings.metrics_dir): the exposition then
     sums every worker's files there instead of reading this process's registry, and a daemon thread flushes the
-    pending tally every `flush_interval` seconds (and once more at exit). In one process the tally is flushed
+    pending events every `flush_interval` seconds (and once more at exit). In one process the events are flushed
     before each exposition, so what it shows is exact.
     """
 
@@ -142,11 +147,13 @@ class Metrics:
         )
         self._replay_checks = {outcome: replay_checks.labels(outcome).inc for outcome in REPLAY_OUTCOMES}
         self._replay_latency = _Route(replay_latency)
-        # Pending amounts keyed by the increment that will apply them; one lock, held for dict updates only.
+        # Pending events, oldest first: an increment to add one with, or (count, bucket, add_seconds, seconds) for
+        # an observation. The lock lets one flush run at a time; recording never takes it.
         self._lock = threading.Lock()
-        self._pending: dict[Callable[[float], None], float] = {}
-        self._cache_hit = cache.labels("hit").inc
-        self._cache_miss = cache.labels("miss").inc
+        self._events: deque[Callable[[float], None] | tuple] = deque()
+        # Counted with no Python call at all: `on_hit` and `on_miss` of CachingVerifier, once per secured request.
+        self.token_cache_hit: Callable[[], None] = partial(self._events.append, cache.labels("hit").inc)
+        self.token_cache_miss: Callable[[], None] = partial(self._events.append, cache.labels("miss").inc)
         self._outcomes: dict[tuple[str, str], Callable[[float], None]] = {}
         self._forwards: dict[tuple[str, str, str], Callable[[float], None]] = {}
         self._verified: dict[tuple[str, str], Callable[[float], None]] = {}
@@ -169,6 +176,8 @@ class Metrics:
         if count is None:
             count = series.counters[status] = self._requests.labels(route, str(falcon.http_status_to_code(status))).inc
         self._count_and_observe(count, series, seconds)
+        if len(self._events) > MAX_PENDING:
+            self.flush()
 
     def auth_outcome(self, outcome: str, scheme: str) -> None:
         """Count one authentication: "ok" or the AuthError's code, and "bearer", "dpop" or "none"."""
@@ -193,14 +202,6 @@ class Metrics:
             count = self._forwards[key] = self._forward.labels(*key).inc
         self._add(count)
 
-    def token_cache_hit(self) -> None:
-        """Count one token cache lookup that found a usable entry."""
-        self._add(self._cache_hit)
-
-    def token_cache_miss(self) -> None:
-        """Count one token cache lookup that led to a full verification."""
-        self._add(self._cache_miss)
-
     def replay_check(self, outcome: str, seconds: float) -> None:
         """Count one DPoP replay-store call ("ok", "replayed" or "error") and observe how long it took."""
         self._count_and_observe(self._replay_checks[outcome], self._replay_latency, seconds)
@@ -222,12 +223,22 @@ class Metrics:
                 self._keys_held.labels(label).set(1 if state == "ready" else 0)
 
     def flush(self) -> None:
-        """Apply the pending tally to prometheus_client's values (in multiprocess mode, this worker's files)."""
+        """Tally the pending events into prometheus_client's values (in multiprocess mode, this worker's files)."""
         self._show_issuers()
+        events, tally = self._events, {}
         with self._lock:
-            pending, self._pending = self._pending, {}
-        for increment, amount in pending.items():
-            increment(amount)
+            # Exactly the events queued now: those appended meanwhile wait for the next flush.
+            for _ in range(len(events)):
+                event = events.popleft()
+                if type(event) is tuple:
+                    count, bucket, add_seconds, seconds = event
+                    tally[count] = tally.get(count, 0) + 1
+                    tally[bucket] = tally.get(bucket, 0) + 1
+                    tally[add_seconds] = tally.get(add_seconds, 0) + seconds
+                else:
+                    tally[event] = tally.get(event, 0) + 1
+            for increment, amount in tally.items():
+                increment(amount)
 
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format (CONTENT_TYPE): all workers' under gunicorn."""
@@ -235,17 +246,12 @@ class Metrics:
         return generate_latest(self._exposed)
 
     def _count_and_observe(self, count: Callable[[float], None], series: _Route, seconds: float) -> None:
-        """Add one to `count` and one observation of `seconds` to `series`' histogram, to the pending tally."""
+        """Queue one added to `count` and one observation of `seconds` in `series`' histogram."""
         bucket = series.buckets[bisect.bisect_left(series.bounds, seconds)]  # the first bound >= seconds
-        with self._lock:
-            pending = self._pending
-            pending[count] = pending.get(count, 0) + 1
-            pending[bucket] = pending.get(bucket, 0) + 1
-            pending[series.add_seconds] = pending.get(series.add_seconds, 0) + seconds
+        self._events.append((count, bucket, series.add_seconds, seconds))
 
     def _add(self, increment: Callable[[float], None]) -> None:
-        with self._lock:
-            self._pending[increment] = self._pending.get(increment, 0) + 1
+        self._events.append(increment)
 
     def _flush_every(self, interval: float) -> None:
         while True:

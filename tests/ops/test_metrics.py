@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import falcon
@@ -25,6 +26,7 @@ from service.app import create_app
 from service.errors import ReplayStoreUnavailable
 from service.keys.fetch import FetchError
 from service.keys.jwks import RemoteKeySet
+from service.ops import metrics as metrics_module
 from service.ops.metrics import CONTENT_TYPE, REPLAY_BUCKETS, UNMATCHED, Metrics, RequestMetrics
 from tests.support.factories import (
     ISSUER,
@@ -314,3 +316,42 @@ def test_histogram_values_added_per_bucket_show_as_observe_shows_them_in_multipr
     assert done.returncode == 0, done.stderr
     assert any(tmp_path.iterdir())  # the values went to the multiprocess files
     assert_batched_as_observed(json.loads(done.stdout))
+
+
+def test_counts_recorded_from_many_threads_at_once_are_all_exposed():
+    metrics = Metrics(flush_interval=3600)
+    threads, per_thread = 8, 2000
+
+    def record() -> None:
+        for _ in range(per_thread):
+            metrics.request("/secured/ping", "200 OK", 0.0003)
+            metrics.auth_outcome("ok", "bearer")
+            metrics.token_cache_hit()
+
+    def flush_meanwhile() -> None:  # flushes racing the recorders must neither lose nor double an event
+        for _ in range(50):
+            metrics.flush()
+
+    workers = [threading.Thread(target=record) for _ in range(threads)] + [threading.Thread(target=flush_meanwhile)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    text = metrics.exposition().decode()
+    total = threads * per_thread
+    assert value(text, "jwt_api_requests_total", route="/secured/ping", status="200") == total
+    assert value(text, "jwt_api_request_duration_seconds_bucket", route="/secured/ping", le="0.0005") == total
+    assert value(text, "jwt_api_auth_outcomes_total", outcome="ok", scheme="bearer") == total
+    assert value(text, "jwt_api_token_cache_lookups_total", result="hit") == total
+
+
+def test_pending_events_are_bounded_without_a_flushing_thread(monkeypatch):
+    monkeypatch.setattr(metrics_module, "MAX_PENDING", 50)
+    metrics = Metrics()  # one process: no flushing thread, only expositions and the bound flush
+    for _ in range(1000):
+        metrics.request("/ping", "200 OK", 0.0001)
+        metrics.token_cache_miss()
+        assert len(metrics._events) <= 51 * 2
+    text = metrics.exposition().decode()
+    assert value(text, "jwt_api_requests_total", route="/ping", status="200") == 1000
+    assert value(text, "jwt_api_token_cache_lookups_total", result="miss") == 1000
