@@ -180,17 +180,20 @@ class ReplayTable:
                     return False
                 expiry[slot] = until  # its own expired entry: the key keeps its slot, so it is never in two
                 return True
-        best, free = -1, []
+        best, most, slot = -1, 0, 0
         for bucket in choices:
             times = HEADER_BYTES // 8 + bucket * (BUCKET_BYTES // 8) + KEYS_BYTES // 8
-            empty = [n for n, expires in enumerate(expiry[times : times + BUCKET_SLOTS].tolist()) if expires <= now]
-            if len(empty) > len(free):
-                best, free = bucket, empty
+            # True for each slot expired or never used (expiry <= now): map with int.__ge__ loops in C, where a
+            # comprehension over the slots ran Python bytecode for each of them on every proof recorded.
+            free = list(map(now.__ge__, expiry[times : times + BUCKET_SLOTS].tolist()))
+            count = free.count(True)
+            if count > most:
+                best, most, slot = bucket, count, free.index(True)
         if best < 0:
             raise TableFull
-        at = HEADER_BYTES + best * BUCKET_BYTES + free[0] * KEY_BYTES
+        at = HEADER_BYTES + best * BUCKET_BYTES + slot * KEY_BYTES
         memory[at : at + KEY_BYTES] = key  # the key first: a writer killed between the two leaves a free slot
-        expiry[(HEADER_BYTES + best * BUCKET_BYTES + KEYS_BYTES) // 8 + free[0]] = until
+        expiry[(HEADER_BYTES + best * BUCKET_BYTES + KEYS_BYTES) // 8 + slot] = until
         return True
 
     def _turn(self) -> None:
