@@ -43,6 +43,8 @@ _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # match goes through the step-by-step checks, which accept nothing more and say what is wrong.
 _WELL_FORMED = re.compile(rf"(?i:(bearer|dpop)) +({_TOKEN68.pattern}) *")
 _SCHEMES = {"bearer": BEARER, "dpop": DPOP}
+_USUAL_SCHEMES = {"Bearer ": BEARER, "DPoP ": DPOP}
+_JWS_CHARACTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 MAX_DECLARATIONS = 1024  # (resource, method) pairs whose declarations AuthMiddleware keeps: routes x methods
 
 
@@ -91,6 +93,15 @@ def granted_scopes(claims: dict) -> frozenset[str]:
 
 def credentials(header: str | None) -> tuple[str, str]:
     """(BEARER or DPOP, token) from an `Authorization` value; the same rules for both schemes (RFC 9449 7.1)."""
+    if header is not None and header.isascii():
+        # The usual header, as clients send it: "Bearer " or "DPoP " and a compact JWS, whose characters (the
+        # base64url alphabet and ".") are all token68 ones. Deleting them in one C pass leaves nothing; cheaper
+        # than the regular expression below over a whole token, and it accepts nothing that one refuses.
+        scheme = _USUAL_SCHEMES.get(header[:7]) or _USUAL_SCHEMES.get(header[:5])
+        if scheme is not None:
+            token = header[7:] if scheme is BEARER else header[5:]
+            if token and not token.encode("ascii").translate(None, _JWS_CHARACTERS):
+                return scheme, token
     well_formed = _WELL_FORMED.fullmatch(header) if header is not None else None
     if well_formed is not None:
         return _SCHEMES[well_formed.group(1).lower()], well_formed.group(2)

@@ -210,3 +210,48 @@ def test_declarations_are_kept_per_resource_and_method_up_to_a_bound(monkeypatch
         assert call(client, "PUT", "/override").status_code == 401  # no responder: the resource's Requires, then 405
     assert list(auth._declared) == [(mixed, "GET"), (mixed, "POST"), (override, "GET")]
     assert auth._declared[(mixed, "POST")] == (None, Requires(scopes=("write:a",)))
+
+
+def _by_the_regular_expression(header):
+    """What credentials answered before its fast path: the one regular expression, else the step-by-step checks."""
+    from service.auth import middleware
+
+    well_formed = middleware._WELL_FORMED.fullmatch(header)
+    if well_formed is not None:
+        return middleware._SCHEMES[well_formed.group(1).lower()], well_formed.group(2)
+    return middleware._parse_step_by_step(header)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer a.b.c",
+        "DPoP a.b.c",
+        "Bearer abc",
+        "Bearer  a.b.c",
+        "Bearer a.b.c ",
+        "bearer a.b.c",
+        "DPOP a.b.c",
+        "Bearer a+b/c==",
+        "Bearer a.b=c",
+        "Bearer ",
+        "Bearer",
+        "DPoP ",
+        "Bearer a\u00e9b",
+        "Bearer a,b",
+        "Bearer\ta.b.c",
+        "Bearer a.b.c\x00",
+        "Basic abc",
+        "BearerX a.b.c",
+        "DPoPa.b.c",
+    ],
+)
+def test_the_fast_path_for_the_usual_header_answers_as_the_regular_expression(header):
+    try:
+        expected = _by_the_regular_expression(header)
+    except errors.AuthError as error:
+        with pytest.raises(type(error)) as raised:
+            credentials(header)
+        assert raised.value.description == error.description
+    else:
+        assert credentials(header) == expected
