@@ -5,10 +5,13 @@ functions, against the whole request in the app.
 
 For HS256, RS256 and ES256 tokens never seen before (cache off), and for a DPoP proof never seen before, each stage
 runs over TOKENS distinct inputs, best of ROUNDS, in one thread: header parse (`credentials`), JWS parse, issuer
-lookup, header rules and key lookup (`resolve`), the signature (PyJWT's algorithm object through
-`VerificationKey.verify`, and cryptography's own verify alone beside it), claims, scopes; then the whole
-`TokenVerifier` call and a whole request through the Falcon app in-process (middleware, metrics in one-process
-mode, no gunicorn). "rest" is the request minus the stages: routing, middleware, metrics, response. For DPoP:
+lookup, header rules and key lookup (`resolve`), the signature (`VerificationKey.verify`, and cryptography's own
+verify alone beside it), claims, scopes, the metrics a secured request records beyond any request's, the middleware
+on any request (a public ping in the app minus the bare Falcon ping: request id, CORS, request metrics, auth
+dispatch), routing and the response (the bare Falcon ping itself); then the whole `TokenVerifier` call and a whole
+request through the Falcon app in-process (metrics in one-process mode, no gunicorn), and the token cache beside
+them (a hit, and what a miss adds to the verification in a full cache). "rest" is the request minus the stages.
+Nothing is logged in the app for an accepted token; gunicorn's access line is outside the app. For DPoP:
 proof parse, JWK import (what `ProofVerifier` caches per key, done here for a key never seen), thumbprint, `ath`,
 the proof's signature, the replay record (memory store). A benchmark, not a test.
 """
@@ -40,12 +43,15 @@ def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+    from loadtest.ceiling import app as ceiling
     from service import devtoken
     from service.app import create_app
     from service.auth.middleware import Requires, credentials
     from service.keys.keyset import KeySet, SharedSecret
+    from service.ops.metrics import Metrics
     from service.settings import Settings
     from service.tokens import jws
+    from service.tokens.cache import CachingVerifier
     from service.tokens.claims import check_claims
     from service.tokens.verifier import TokenVerifier
 
@@ -91,6 +97,20 @@ def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
     def request(env) -> None:
         app(dict(env), lambda status, headers, exc_info=None: None)
 
+    def bare(env) -> None:  # the ceiling app: routing, a responder, the response, and nothing of the service
+        ceiling(dict(env), lambda status, headers, exc_info=None: None)
+
+    public = [falcon.testing.create_environ(path="/ping")] * count
+    metrics = Metrics()
+
+    def secured_records(_) -> None:  # what a secured request records beyond any request's: outcome, verification
+        metrics.auth_outcome("ok", "bearer")
+        metrics.token_verification(ISSUER, "ok")
+
+    full = CachingVerifier(verifier, max_size=max(1, count // 2), ttl=300)  # full: every token evicts the oldest
+    hot = CachingVerifier(verifier, max_size=1, ttl=300)
+    hot.verify(tokens[0])
+
     stages = {
         "header parse": best_us(lambda t: credentials(f"Bearer {t}"), tokens),
         "JWS parse": best_us(jws.parse, tokens),
@@ -102,11 +122,18 @@ def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
             parsed,
         ),
         "scopes": best_us(lambda p: requires.check(p.payload), parsed),
+        "metrics (outcome, verification)": best_us(secured_records, range(count)),
     }
+    routing = best_us(bare, public)
+    stages["middleware on any request"] = best_us(request, public) - routing  # request id, CORS, metrics, auth
+    stages["routing and response"] = routing
+    verify = best_us(verifier.verify, tokens)
     whole = {
-        "TokenVerifier.verify": best_us(verifier.verify, tokens),
+        "TokenVerifier.verify": verify,
         "request in the app": best_us(request, environs),
         "primitive alone": best_us(primitive, parsed),
+        "cache hit (a hot token)": best_us(hot.verify, [tokens[0]] * count),
+        "cache miss, over verify": best_us(full.verify, tokens) - verify,  # lookup, insertion and eviction
     }
     whole["rest"] = whole["request in the app"] - sum(stages.values())
     return stages | whole
@@ -150,10 +177,10 @@ def main(count: int = 2000) -> None:
     for algorithm in ("HS256", "RS256", "ES256"):
         print(f"\n{algorithm}, a token seen for the first time (us)")
         for name, value in bearer_stages(algorithm, count).items():
-            print(f"  {name:<24}{value:>8.1f}")
+            print(f"  {name:<34}{value:>8.1f}")
     print("\nDPoP, a proof seen for the first time, with a key seen for the first time (us)")
     for name, value in dpop_stages(min(count, 500)).items():
-        print(f"  {name:<24}{value:>8.1f}")
+        print(f"  {name:<34}{value:>8.1f}")
 
 
 if __name__ == "__main__":
