@@ -9,7 +9,9 @@ from configuration: the token's `alg` only selects among the issuer's and must f
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -32,6 +34,8 @@ from service.tokens.claims import check_claims, valid_until
 log = logging.getLogger(__name__)
 
 MAX_KID_LENGTH = 256
+# Headers whose rules passed and whose key was found, kept per verifier (see TokenVerifier._checked_key).
+CHECKED_HEADERS = 512
 # `typ` values of an access token, lower-cased (media types compare case-insensitively, and "application/" may
 # be left out: RFC 7515 section 4.1.9). Any other type (`dpop+jwt`, an ID token's...) is refused, so a JWT made
 # for something else is never taken for an access token; with require_at_jwt only RFC 9068's at+jwt passes.
@@ -67,6 +71,12 @@ class TokenVerifier:
         self._leeway = leeway
         self._max_token_age = max_token_age
         self._clock = clock
+        # id(header) -> (header, issuer, key) for headers that passed the rules below and found a key. jws.parse
+        # hands out one dict per header segment it keeps, so a token of a header seen before finds its key here
+        # without the rules and the lookup again. The entry holds the header, so no other object can take its id
+        # while the entry lives; a key its source no longer holds is looked up afresh.
+        self._checked: OrderedDict[int, tuple[dict, Issuer, VerificationKey]] = OrderedDict()
+        self._checked_lock = threading.Lock()
 
     @classmethod
     def single(
@@ -123,6 +133,18 @@ class TokenVerifier:
 
     def _verify_signature(self, parsed: jws.CompactJws, issuer: Issuer) -> VerificationKey:
         header = parsed.header
+        checked = self._checked.get(id(header))  # one C call, atomic under the GIL, as jws's own cache
+        if checked is not None and checked[0] is header and checked[1] is issuer and issuer.keys.holds(checked[2]):
+            key = checked[2]
+        else:
+            key = self._checked_key(header, issuer)
+        if not key.verify(parsed.signing_input, parsed.signature):
+            raise InvalidSignature()
+        return key
+
+    def _checked_key(self, header: dict, issuer: Issuer) -> VerificationKey:
+        """The key of `issuer` that verifies tokens with this header, once the header rules pass; kept for the
+        next token with the same header (at most CHECKED_HEADERS, oldest out first)."""
         algorithm = header.get("alg")
         if type(algorithm) is not str or algorithm not in issuer.algorithms:
             raise InvalidToken(ALGORITHM_NOT_ALLOWED)
@@ -138,6 +160,8 @@ class TokenVerifier:
         if "kid" in header and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):
             raise InvalidToken(TOKEN_MALFORMED)  # a null kid must not select the key without kid
         key = issuer.keys.resolve(kid, algorithm)
-        if not key.verify(parsed.signing_input, parsed.signature):
-            raise InvalidSignature()
+        with self._checked_lock:
+            self._checked[id(header)] = (header, issuer, key)
+            while len(self._checked) > CHECKED_HEADERS:
+                self._checked.popitem(last=False)
         return key

@@ -9,6 +9,7 @@ from tests.support.factories import (
     AUDIENCE,
     ISSUER,
     NOW,
+    OTHER_RSA_KEY,
     RSA_KEY,
     SECRET,
     FakeClock,
@@ -100,3 +101,86 @@ def test_unexpected_library_exceptions_become_invalid_token(caplog):
         verifier.verify(token)
     assert "RuntimeError" in caplog.text
     assert token not in caplog.text
+
+
+class Rotating:
+    """A key source whose JWKS the test replaces, as a refresh after a rotation at the provider would."""
+
+    ready = True
+
+    def __init__(self, document):
+        self.current = KeySet.from_jwks(document, ("RS256",))
+        self.lookups = 0
+
+    def start(self):
+        pass
+
+    def resolve(self, kid, algorithm):
+        self.lookups += 1
+        return self.current.resolve(kid, algorithm)
+
+    def holds(self, key):
+        return self.current.holds(key)
+
+
+def rotating_verifier(source) -> TokenVerifier:
+    return TokenVerifier.single(
+        source, algorithms=("RS256",), audiences=(AUDIENCE,), issuer=ISSUER, leeway=0, clock=FakeClock()
+    )
+
+
+def test_a_header_seen_before_finds_its_key_without_a_lookup():
+    source = Rotating(default_jwks())
+    verifier = rotating_verifier(source)
+    for subject in ("a", "b", "c"):
+        assert verifier.verify(make_token("RS256", sub=subject))["sub"] == subject
+    assert source.lookups == 1
+
+
+def test_a_key_removed_at_the_provider_stops_verifying_at_once():
+    from tests.support.jose import public_jwk
+
+    source = Rotating(default_jwks())
+    verifier = rotating_verifier(source)
+    verifier.verify(make_token("RS256"))
+    source.current = KeySet.from_jwks({"keys": [public_jwk(OTHER_RSA_KEY, "rsa-2")]}, ("RS256",))
+    with pytest.raises(errors.InvalidToken) as raised:  # the same header: its kept key is no longer held
+        verifier.verify(make_token("RS256", sub="after"))
+    assert raised.value.description == errors.UNKNOWN_KEY
+    assert source.lookups == 2
+
+
+def test_kept_headers_are_bounded_and_the_oldest_goes_first(monkeypatch):
+    from service.tokens import verifier as module
+
+    monkeypatch.setattr(module, "CHECKED_HEADERS", 2)
+    verifier = hs_verifier()
+    tokens = [make_token(headers={"x-n": n}) for n in range(3)]
+    headers = [verifier.verify_with_key(token) and module.jws.parse(token).header for token in tokens]
+    assert [entry[0] for entry in verifier._checked.values()] == headers[1:]
+
+
+def test_a_header_that_breaks_a_rule_is_refused_every_time_and_not_kept():
+    verifier = hs_verifier()
+    token = make_token(headers={"crit": ["exp"]})
+    for _ in range(2):
+        with pytest.raises(errors.InvalidToken):
+            verifier.verify(token)
+    assert len(verifier._checked) == 0
+
+
+def test_a_header_kept_for_one_issuer_is_checked_afresh_for_another():
+    from service.keys.issuers import Issuer, Issuers
+
+    other = "https://other.example.com/"
+    keys = Rotating(default_jwks())
+    strict = Issuer(other, keys, frozenset(("ES256",)), frozenset((AUDIENCE,)))  # the same keys, not RS256
+    verifier = TokenVerifier(
+        Issuers([Issuer(ISSUER, keys, frozenset(("RS256",)), frozenset((AUDIENCE,))), strict]),
+        leeway=0,
+        clock=FakeClock(),
+    )
+    verifier.verify(make_token("RS256"))
+    with pytest.raises(errors.InvalidToken) as raised:
+        verifier.verify(make_token("RS256", iss=other))
+    assert raised.value.description == errors.ALGORITHM_NOT_ALLOWED
