@@ -258,6 +258,8 @@ def test_scenarios_dpop_reports_the_dpop_rounds_alone(capsys, tmp_path):
 def test_the_stage_accounting_runs_and_names_every_stage():
     command = [sys.executable, "-m", "loadtest.stages", "5"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    for stage in ("header parse", "JWS parse", "signature", "primitive alone", "rest", "JWK import", "thumbprint"):
+    stages = ("header parse", "JWS parse", "signature", "primitive alone", "rest", "JWK import", "thumbprint")
+    stages += ("metrics (outcome, verification)", "middleware on any request", "routing and response", "cache hit")
+    for stage in stages:
         assert stage in completed.stdout
     assert completed.stdout.count("a token seen for the first time") == 3
