@@ -1,10 +1,10 @@
 """DPoP proofs (RFC 9449): the client's signature, on every request, with the key its access token is bound to.
 
 `ProofVerifier.verify` checks one proof against the request and the access token it came with: the same strict
-compact-JWS parse as tokens, `typ`, `alg`, a public `jwk` that verifies the signature (PyJWT's algorithm objects),
-`htm`, `htu`, `iat`, `jti` and `ath`. `Dpop.authenticate`, which the auth middleware calls, checks the token's
-`cnf.jkt` against `Proof.thumbprint`, the server nonce, and once every other check has passed records the proof
-in the replay store (`service.auth.replay`).
+compact-JWS parse as tokens, `typ`, `alg`, a public `jwk` that verifies the signature (a key PyJWT prepares,
+checked by cryptography), `htm`, `htu`, `iat`, `jti` and `ath`. `Dpop.authenticate`, which the auth middleware
+calls, checks the token's `cnf.jkt` against `Proof.thumbprint`, the server nonce, and once every other check has
+passed records the proof in the replay store (`service.auth.replay`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Written here rather than left to PyJWT because PyJWT's base64 decoding is lenient (it ignores characters
 outside the alphabet and accepts non-canonical trailing bits) and its JSON parsing accepts duplicate names,
-NaN and byte-order marks. RFC 8725 asks a verifier to refuse all of those; PyJWT still supplies the
-signature algorithms (see keys.VerificationKey).
+NaN and byte-order marks. RFC 8725 asks a verifier to refuse all of those; PyJWT still prepares the
+keys and cryptography checks the signatures (see service.keys.keyset.VerificationKey).
 """
 
 from __future__ import annotations

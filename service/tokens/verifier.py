@@ -2,8 +2,9 @@
 
 One strict parse (`jws.parse`), the issuer its `iss` names (service.keys.issuers: only a lookup key into the
 configured ones), header rules (RFC 8725), the key chosen by that issuer's key source and `kid`, the signature
-checked by PyJWT's algorithm object, then the registered claims against an injectable clock. The algorithm comes
-from configuration: the token's `alg` only selects among the issuer's and must fit the key it is verified with.
+checked by cryptography with the key PyJWT prepared (service.keys.keyset), then the registered claims against an
+injectable clock. The algorithm comes from configuration: the token's `alg` only selects among the issuer's and
+must fit the key it is verified with.
 """
 
 from __future__ import annotations
