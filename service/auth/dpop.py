@@ -49,6 +49,9 @@ class Proof(NamedTuple):
     nonce: object = None
 
 
+_proof = Proof._make  # tuple.__new__ itself, where calling Proof runs the NamedTuple's generated Python __new__
+
+
 class Dpop:
     """DPoP in the auth middleware: a request's proof checked by `proofs` against the request and its token, then
     recorded in `replay` so that it is accepted once. `required` refuses Bearer; with `nonces`, a proof must carry
@@ -174,7 +177,7 @@ class ProofVerifier:
             raise InvalidDpopProof(errors.PROOF_NO_ATH)
         if ath != access_token_hash(access_token):
             raise InvalidToken(errors.PROOF_OTHER_TOKEN)
-        return Proof(key_thumbprint, jti, remaining, claims.get("nonce"))
+        return _proof((key_thumbprint, jti, remaining, claims.get("nonce")))
 
     def _remaining(self, iat: object) -> float:
         """Seconds until a proof issued at `iat` stops being acceptable; raises InvalidDpopProof if it is not now."""
