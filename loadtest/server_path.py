@@ -8,11 +8,11 @@ to run. This times the code a gthread worker runs for every request (parse, WSGI
 body), without the polling and thread hand-offs around it, so the differences between the ceiling and the
 service repeat to about a microsecond. Metrics count in prometheus_client's multiprocess mode, as under
 gunicorn (`METRICS=0` turns them off). DPoP requests carry one cached ES256 token and a fresh proof each, made
-right before the scenario, against the shared-memory replay table a gunicorn master's workers share and against
-the in-memory one: the difference is the shared store's cost. Prints microseconds per request, best of 5 rounds,
-then cryptography's own verify timed alone for each signature the scenarios check (HMAC-SHA256, RSA-2048, P-256),
-and the targets of docs/performance.md as ratios to this run's ceilings, each with what it allows and what it took.
-A benchmark, not a test.
+right before each round, against the shared-memory replay table a gunicorn master's workers share and against
+the in-memory one: the difference is the shared store's cost. Prints microseconds per request, best of 5 rounds
+(every round runs every scenario in turn), then cryptography's own verify timed alone for each signature the
+scenarios check (HMAC-SHA256, RSA-2048, P-256), and the targets of docs/performance.md as ratios to this run's
+ceilings, each with what it allows and what it took. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ BARE, WITH_TOKEN, PUBLIC, HOT = (
     "hot /secured/ping (one token)",
 )
 
-# (name, app, requests): the requests are cycled through; a function instead makes them right before the
-# scenario is timed, and each is sent once (DPoP proofs: a second use is a replay, and they age).
-Scenario = tuple[str, Callable, list[bytes] | Callable[[], list[bytes]]]
+# (name, app, requests): the requests are cycled through; a function instead makes `count` of them right before
+# each round of the scenario, and each is sent once (DPoP proofs: a second use is a replay, and they age).
+Scenario = tuple[str, Callable, list[bytes] | Callable[[int], list[bytes]]]
 
 
 def raw_requests(path: str, tokens: list[str]) -> list[bytes]:
@@ -70,44 +70,66 @@ def dpop_requests(make_proofs: Callable[[int], list[str]], token: str, count: in
     return [f"{head}DPoP: {proof}\r\n\r\n".encode() for proof in make_proofs(count)]
 
 
-def microseconds_per_request(app: Callable, requests: list[bytes], count: int, *, once: bool = False) -> float:
-    """Serve `count` requests the way gunicorn's worker does; best of ROUNDS. Every answer must be 200.
+class Server:
+    """One scenario's app served the way gunicorn's worker serves it, over a socketpair of its own."""
 
-    The requests are cycled through after a first, untimed pass over all of them; with `once` each is sent once,
-    in order: WARM_UP untimed, then ROUNDS * count timed.
-    """
-    from gunicorn.config import Config
-    from gunicorn.http import RequestParser, wsgi
+    def __init__(self, app: Callable):
+        from gunicorn.config import Config
+        from gunicorn.http import RequestParser
 
-    config = Config()
-    client, server = socket.socketpair()
-    parser = RequestParser(config, server, PEER)
+        self._app = app
+        self._config = Config()
+        self._client, self._server = socket.socketpair()
+        self._parser = RequestParser(self._config, self._server, PEER)
 
-    def serve(raw: bytes) -> str:
-        client.sendall(raw)
-        response, environ = wsgi.create(next(parser), server, PEER, SERVER, config)
-        body = app(environ, response.start_response)
+    def serve(self, raw: bytes) -> str:
+        from gunicorn.http import wsgi
+
+        self._client.sendall(raw)
+        response, environ = wsgi.create(next(self._parser), self._server, PEER, SERVER, self._config)
+        body = self._app(environ, response.start_response)
         for chunk in body:
             response.write(chunk)
         response.close()
-        client.recv(65536)
+        self._client.recv(65536)
         return response.status
 
-    if once and len(requests) < WARM_UP + ROUNDS * count:
-        sys.exit(f"server_path: {len(requests)} requests to send once, fewer than {WARM_UP + ROUNDS * count}")
-    with client, server:
-        first, start = (requests[:WARM_UP], WARM_UP) if once else (requests, 0)
-        _check([serve(raw) for raw in first], first)
-        best = float("inf")
+    def microseconds(self, batch: list[bytes]) -> float:
+        """Microseconds per request over `batch`, served in order; every answer must be 200."""
+        started = time.perf_counter()
+        statuses = [self.serve(raw) for raw in batch]
+        took = (time.perf_counter() - started) / len(batch) * 1e6
+        _check(statuses, batch)
+        return took
+
+    def close(self) -> None:
+        self._client.close()
+        self._server.close()
+
+
+def measure(scenarios: list[Scenario], count: int) -> dict[str, float]:
+    """Microseconds per request of each scenario, best of ROUNDS rounds of `count` requests.
+
+    The rounds are interleaved: every round serves every scenario in turn, so a machine that slows down for a
+    while slows every scenario alike. A list of requests is cycled through, after a first untimed pass over all of
+    them; a function makes its requests right before each round (and WARM_UP untimed ones first), each sent once.
+    """
+    servers = {name: Server(app) for name, app, _ in scenarios}
+    best = dict.fromkeys(servers, float("inf"))
+    try:
+        for name, _, requests in scenarios:
+            first = requests(WARM_UP) if callable(requests) else requests
+            servers[name].microseconds(first)
         for n in range(ROUNDS):
-            if once:
-                batch = requests[start + n * count : start + (n + 1) * count]
-            else:
-                batch = [requests[i % len(requests)] for i in range(n * count, (n + 1) * count)]
-            started = time.perf_counter()
-            statuses = [serve(raw) for raw in batch]
-            best = min(best, (time.perf_counter() - started) / count * 1e6)
-            _check(statuses, batch)
+            for name, _, requests in scenarios:
+                if callable(requests):
+                    batch = requests(count)
+                else:
+                    batch = [requests[i % len(requests)] for i in range(n * count, (n + 1) * count)]
+                best[name] = min(best[name], servers[name].microseconds(batch))
+    finally:
+        for server in servers.values():
+            server.close()
     return best
 
 
@@ -226,7 +248,7 @@ def scenarios(folder: Path, distinct: int, count: int) -> list[Scenario]:
     dpop_key, jkt = client_key()
     token = write_tokens(folder / "bound.txt", 1, ec_key, "ES256", EC_KID, jkt=jkt).read_text().strip()
     make_proofs = partial(proofs, key=dpop_key, url=DPOP_URL, token=token)
-    fresh = partial(dpop_requests, make_proofs, token, WARM_UP + ROUNDS * count)
+    fresh = partial(dpop_requests, make_proofs, token)
     return [
         (BARE, ceiling, raw_requests("/ping", [])),
         (WITH_TOKEN, ceiling, raw_requests("/ping", hs)),
@@ -247,11 +269,8 @@ def main(count: int = 20_000, distinct: int = 5_000) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="server-path-") as scratch:
         # prometheus_client picks multiprocess mode at import: set it before anything imports it.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
-        rows = []
-        for name, app, requests in scenarios(Path(scratch), distinct, count):
-            once = callable(requests)
-            sent = requests() if once else requests
-            rows.append({"scenario": name, "us": round(microseconds_per_request(app, sent, count, once=once), 2)})
+        us_per_request = measure(scenarios(Path(scratch), distinct, count), count)
+        rows = [{"scenario": name, "us": round(us, 2)} for name, us in us_per_request.items()]
         primitive = primitives(Path(scratch), min(count, distinct))
     ceiling = rows[0]["us"]
     print(f"{'scenario':<42}{'us/request':>12}{'- ceiling':>11}")
