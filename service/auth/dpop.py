@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -25,6 +23,7 @@ from service import algorithms, errors
 from service.auth.nonce import Nonces
 from service.auth.replay import ReplayStore, replay_key
 from service.errors import BoundToken, InvalidDpopProof, InvalidHeader, InvalidToken, UseDpopNonce
+from service.fifo import BoundedFifo
 from service.jose import PRIVATE_MEMBERS, REFUSED_HEADER_PARAMETERS, THUMBPRINT_MEMBERS, access_token_hash, thumbprint
 from service.keys.keyset import VerificationKey
 from service.tokens import jws
@@ -133,8 +132,7 @@ class ProofVerifier:
         self._leeway = leeway
         self._clock = clock
         # (the JWK's RFC 7638 members, algorithm) -> (prepared key, thumbprint)
-        self._keys: OrderedDict[tuple[tuple, str], tuple[VerificationKey, str]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._keys = BoundedFifo()
 
     def verify(self, proof: str, *, method: str, url: str | None, access_token: str) -> Proof:
         """The proof's facts when it is valid for this request and token; raises InvalidDpopProof or InvalidToken.
@@ -220,8 +218,4 @@ class ProofVerifier:
             key = VerificationKey.prepare(algorithm, public)
         except ValueError:
             raise InvalidDpopProof(errors.PROOF_BAD_HEADER) from None
-        with self._lock:
-            self._keys[(defining, algorithm)] = (key, key_thumbprint)
-            while len(self._keys) > KEY_CACHE_SIZE:
-                self._keys.popitem(last=False)
-        return key, key_thumbprint
+        return self._keys.remember((defining, algorithm), (key, key_thumbprint), KEY_CACHE_SIZE)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import binascii
 import json
-import threading
-from collections import OrderedDict
 from typing import NamedTuple
 
 from service.errors import TOKEN_MALFORMED, TOKEN_TOO_LARGE, InvalidToken
+from service.fifo import BoundedFifo
 
 MAX_TOKEN_LENGTH = 8192  # characters; larger tokens are refused before any decoding
 # Distinct header segments kept parsed in each process. An issuer signs every token with one of a few headers (one
@@ -70,9 +69,9 @@ def parse(token: str) -> CompactJws:
         raise InvalidToken(TOKEN_MALFORMED)
     standard = signed.translate(_TO_STANDARD)
     segment = token[:header_end]
-    header = _headers.get(segment)  # one C call, atomic under the GIL: no lock to read (see _remember)
+    header = _headers.get(segment)
     if header is None:
-        header = _remember(segment, _json_object(_decode(standard[:header_end])))
+        header = _headers.remember(segment, _json_object(_decode(standard[:header_end])), HEADER_CACHE_SIZE)
     payload = _json_object(_decode(standard[header_end + 1 : payload_end]))
     # _make is tuple.__new__ itself; calling the class runs the NamedTuple's generated Python __new__.
     return _make((header, payload, signed[:payload_end], _decode(standard[payload_end + 1 :])))
@@ -80,20 +79,7 @@ def parse(token: str) -> CompactJws:
 
 # Header segment -> its parsed header, oldest first; only headers that parsed are kept. What a header says is
 # still checked on every token (the verifier's and ProofVerifier's header rules): only the decoding is saved.
-_headers: OrderedDict[str, dict] = OrderedDict()
-_headers_lock = threading.Lock()
-
-
-def _remember(segment: str, header: dict) -> dict:
-    """Keep `header` for `segment`, evicting the oldest beyond HEADER_CACHE_SIZE; returns `header`.
-
-    Changes hold the lock, so two threads never evict at once; a lookup does not need it, since OrderedDict's get
-    and popitem are single C calls that the GIL keeps whole."""
-    with _headers_lock:
-        _headers[segment] = header
-        while len(_headers) > HEADER_CACHE_SIZE:
-            _headers.popitem(last=False)
-    return header
+_headers: BoundedFifo = BoundedFifo()
 
 
 def _decode(segment: bytes) -> bytes:

@@ -10,9 +10,7 @@ must fit the key it is verified with.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -26,6 +24,7 @@ from service.errors import (
     InvalidSignature,
     InvalidToken,
 )
+from service.fifo import BoundedFifo
 from service.jose import REFUSED_HEADER_PARAMETERS
 from service.keys.issuers import Issuer, Issuers
 from service.keys.keyset import KeySource, VerificationKey
@@ -76,8 +75,7 @@ class TokenVerifier:
         # hands out one dict per header segment it keeps, so a token of a header seen before finds its key here
         # without the rules and the lookup again. The entry holds the header, so no other object can take its id
         # while the entry lives; a key its source no longer holds is looked up afresh.
-        self._checked: OrderedDict[int, tuple[dict, Issuer, VerificationKey]] = OrderedDict()
-        self._checked_lock = threading.Lock()
+        self._checked = BoundedFifo()
 
     @classmethod
     def single(
@@ -134,7 +132,7 @@ class TokenVerifier:
 
     def _verify_signature(self, parsed: jws.CompactJws, issuer: Issuer) -> VerificationKey:
         header = parsed.header
-        checked = self._checked.get(id(header))  # one C call, atomic under the GIL, as jws's own cache
+        checked = self._checked.get(id(header))
         if checked is not None and checked[0] is header and checked[1] is issuer and issuer.keys.holds(checked[2]):
             key = checked[2]
         else:
@@ -161,8 +159,5 @@ class TokenVerifier:
         if "kid" in header and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):
             raise InvalidToken(TOKEN_MALFORMED)  # a null kid must not select the key without kid
         key = issuer.keys.resolve(kid, algorithm)
-        with self._checked_lock:
-            self._checked[id(header)] = (header, issuer, key)
-            while len(self._checked) > CHECKED_HEADERS:
-                self._checked.popitem(last=False)
+        self._checked.remember(id(header), (header, issuer, key), CHECKED_HEADERS)
         return key
