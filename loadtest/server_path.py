@@ -143,37 +143,24 @@ def primitives(folder: Path, count: int) -> dict[str, float]:
     """Microseconds of cryptography's own verify, alone, over the scenarios' tokens (what `scenarios` wrote to
     `folder`): the least each signature can cost. HMAC keyed afresh each time, as a verifier without a keyed
     context would; RSA and ECDSA with their padding and hash objects made once."""
-    from cryptography.hazmat.primitives import hashes, hmac
-    from cryptography.hazmat.primitives.asymmetric import ec, padding
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
     from jwt import PyJWK
 
     from loadtest.scenarios import SECRET
-    from loadtest.stages import best_us
+    from loadtest.stages import best_us, cryptography_verify
     from service.tokens import jws
 
-    def signed(name: str) -> list[tuple[bytes, bytes]]:
-        tokens = (folder / name).read_text().split()
-        return [(parsed.signing_input, parsed.signature) for parsed in map(jws.parse, tokens[:count])]
+    def timed(algorithm: str, tokens: str, key: object) -> float:
+        alone = cryptography_verify(algorithm, key)
+        parsed = [jws.parse(token) for token in (folder / tokens).read_text().split()[:count]]
+        return best_us(lambda item: alone(item.signing_input, item.signature), parsed)
 
-    secret, sha256, pkcs1, ecdsa = SECRET.encode(), hashes.SHA256(), padding.PKCS1v15(), ec.ECDSA(hashes.SHA256())
     rsa_key, ec_key = (
         PyJWK(json.loads((folder / name).read_text())["keys"][0]).key for name in ("jwks.json", "es-jwks.json")
     )
-
-    def mac(item: tuple[bytes, bytes]) -> None:
-        check = hmac.HMAC(secret, sha256)
-        check.update(item[0])
-        check.verify(item[1])
-
-    def p256(item: tuple[bytes, bytes]) -> None:
-        r, s = int.from_bytes(item[1][:32], "big"), int.from_bytes(item[1][32:], "big")
-        ec_key.verify(encode_dss_signature(r, s), item[0], ecdsa)
-
     return {
-        HMAC: best_us(mac, signed("hs.txt")),
-        RSA: best_us(lambda item: rsa_key.verify(item[1], item[0], pkcs1, sha256), signed("rs.txt")),
-        P256: best_us(p256, signed("es.txt")),
+        HMAC: timed("HS256", "hs.txt", SECRET.encode()),
+        RSA: timed("RS256", "rs.txt", rsa_key),
+        P256: timed("ES256", "es.txt", ec_key),
     }
 
 

@@ -37,11 +37,38 @@ def best_us(function: Callable[[object], object], inputs: Sequence[object]) -> f
     return best
 
 
+def cryptography_verify(algorithm: str, key: object) -> Callable[[bytes, bytes], None]:
+    """cryptography's own verify alone for HS256 (`key` the secret), RS256 or ES256 (a public key), called with
+    (signing input, signature): what the signature cannot cost less than. The HMAC is keyed afresh on every call,
+    as a verifier without a context keyed once would; RSA and ECDSA get padding and hash objects made once."""
+    from cryptography.hazmat.primitives import hashes, hmac
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    sha256 = hashes.SHA256()
+    if algorithm == "HS256":
+
+        def mac(signing_input: bytes, signature: bytes) -> None:
+            check = hmac.HMAC(key, sha256)
+            check.update(signing_input)
+            check.verify(signature)
+
+        return mac
+    if algorithm == "RS256":
+        pkcs1 = padding.PKCS1v15()
+        return lambda signing_input, signature: key.verify(signature, signing_input, pkcs1, sha256)
+    ecdsa = ec.ECDSA(sha256)
+
+    def p256(signing_input: bytes, signature: bytes) -> None:
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        key.verify(encode_dss_signature(r, s), signing_input, ecdsa)
+
+    return p256
+
+
 def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
     import falcon.testing
-    from cryptography.hazmat.primitives import hashes, hmac
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     from loadtest.ceiling import app as ceiling
     from service import devtoken
@@ -78,16 +105,10 @@ def bearer_stages(algorithm: str, count: int) -> dict[str, float]:
     key = keys.resolve(kid, algorithm)
     requires = Requires()
 
-    def primitive(item) -> None:  # cryptography alone, what the signature cannot cost less than
-        if algorithm == "HS256":
-            mac = hmac.HMAC(SECRET.encode(), hashes.SHA256())
-            mac.update(item.signing_input)
-            mac.verify(item.signature)
-        elif algorithm == "RS256":
-            key.key.verify(item.signature, item.signing_input, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            r, s = int.from_bytes(item.signature[:32], "big"), int.from_bytes(item.signature[32:], "big")
-            key.key.verify(encode_dss_signature(r, s), item.signing_input, ec.ECDSA(hashes.SHA256()))
+    alone = cryptography_verify(algorithm, SECRET.encode() if algorithm == "HS256" else key.key)
+
+    def primitive(item) -> None:
+        alone(item.signing_input, item.signature)
 
     environs = [
         falcon.testing.create_environ(path="/secured/ping", headers={"Authorization": f"Bearer {token}"})
