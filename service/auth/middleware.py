@@ -32,6 +32,7 @@ from service.errors import (
     InsufficientScope,
     InvalidHeader,
 )
+from service.tokens import jws
 from service.urls import ApiUrls
 
 if TYPE_CHECKING:  # service.auth.forward builds on Requires: imported here for the annotations only
@@ -43,8 +44,9 @@ _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # match goes through the step-by-step checks, which accept nothing more and say what is wrong.
 _WELL_FORMED = re.compile(rf"(?i:(bearer|dpop)) +({_TOKEN68.pattern}) *")
 _SCHEMES = {"bearer": BEARER, "dpop": DPOP}
-_USUAL_SCHEMES = {"Bearer ": BEARER, "DPoP ": DPOP}
-_JWS_CHARACTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+# The usual prefix of each scheme -> (the scheme, where its token starts).
+_USUAL_PREFIXES = {prefix: (scheme, len(prefix)) for prefix, scheme in (("Bearer ", BEARER), ("DPoP ", DPOP))}
+_COMPACT_JWS_CHARACTERS = jws.BASE64URL + b"."
 MAX_DECLARATIONS = 1024  # (resource, method) pairs whose declarations AuthMiddleware keeps: routes x methods
 
 
@@ -97,10 +99,11 @@ def credentials(header: str | None) -> tuple[str, str]:
         # The usual header, as clients send it: "Bearer " or "DPoP " and a compact JWS, whose characters (the
         # base64url alphabet and ".") are all token68 ones. Deleting them in one C pass leaves nothing; cheaper
         # than the regular expression below over a whole token, and it accepts nothing that one refuses.
-        scheme = _USUAL_SCHEMES.get(header[:7]) or _USUAL_SCHEMES.get(header[:5])
-        if scheme is not None:
-            token = header[7:] if scheme is BEARER else header[5:]
-            if token and not token.encode("ascii").translate(None, _JWS_CHARACTERS):
+        usual = _USUAL_PREFIXES.get(header[:7]) or _USUAL_PREFIXES.get(header[:5])
+        if usual is not None:
+            scheme, start = usual
+            token = header[start:]
+            if token and not token.encode("ascii").translate(None, _COMPACT_JWS_CHARACTERS):
                 return scheme, token
     well_formed = _WELL_FORMED.fullmatch(header) if header is not None else None
     if well_formed is not None:
