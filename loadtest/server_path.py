@@ -75,18 +75,17 @@ class Server:
 
     def __init__(self, app: Callable):
         from gunicorn.config import Config
-        from gunicorn.http import RequestParser
+        from gunicorn.http import RequestParser, wsgi
 
         self._app = app
+        self._environ_of = wsgi.create  # imported here, not in `serve`: an import there would be timed too
         self._config = Config()
         self._client, self._server = socket.socketpair()
         self._parser = RequestParser(self._config, self._server, PEER)
 
     def serve(self, raw: bytes) -> str:
-        from gunicorn.http import wsgi
-
         self._client.sendall(raw)
-        response, environ = wsgi.create(next(self._parser), self._server, PEER, SERVER, self._config)
+        response, environ = self._environ_of(next(self._parser), self._server, PEER, SERVER, self._config)
         body = self._app(environ, response.start_response)
         for chunk in body:
             response.write(chunk)
