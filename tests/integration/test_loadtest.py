@@ -260,6 +260,7 @@ def test_the_stage_accounting_runs_and_names_every_stage():
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     stages = ("header parse", "JWS parse", "signature", "primitive alone", "rest", "JWK import", "thumbprint")
     stages += ("metrics (outcome, verification)", "middleware on any request", "routing and response", "cache hit")
+    stages += ("replay record (memory)", "replay record (host-local table)")
     for stage in stages:
         assert stage in completed.stdout
     assert completed.stdout.count("a token seen for the first time") == 3

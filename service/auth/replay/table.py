@@ -39,6 +39,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from itertools import repeat
+from operator import le
 
 from service.settings import ConfigError
 
@@ -55,8 +57,14 @@ LOCK_TIMEOUT = 1.0  # seconds a call waits for its turn before TableBusy
 # YIELDS yields of the CPU, then after sleeps of 20 us doubling to 1 ms.
 SPINS, YIELDS = 500, 3
 FIRST_SLEEP, LONGEST_SLEEP = 0.00002, 0.001
-_libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL is kept during the call
-_libc.flock.argtypes, _libc.flock.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+# PyDLL: the GIL is kept during the call. No argtypes: both arguments are Python ints, which ctypes passes as C
+# ints anyway, and converting them through declared argtypes cost as much again as the call itself.
+_flock_call = ctypes.PyDLL(None, use_errno=True).flock
+_TAKE = fcntl.LOCK_EX | fcntl.LOCK_NB
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux's value; Python 3.11's mmap lacks the name
+# The first bytes of the file prefaulted when a process maps it (the whole of the default 24 MiB, in a few ms):
+# the mapping is made on a worker's first DPoP request, which this must not hold up for long.
+PREFAULT_BYTES = 64 * 1024 * 1024
 
 
 class TableFull(Exception):
@@ -130,12 +138,13 @@ class ReplayTable:
                 else:
                     secret = _validate(path, header, os.fstat(descriptor).st_size, capacity)
                 memory = mmap.mmap(descriptor, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                _prefault(memory)
             finally:
                 _flock(descriptor, fcntl.LOCK_UN)
         except BaseException:
             os.close(descriptor)
             raise
-        self._secret = secret
+        self._hasher = hashlib.blake2b(key=secret, digest_size=16)
         self._memory = memory
         self._expiry = memoryview(memory).cast("q")
         self._close = weakref.finalize(self, _close, self._expiry, memory, descriptor)
@@ -148,19 +157,24 @@ class ReplayTable:
         Raises TableFull or TableBusy."""
         if len(key) != KEY_BYTES:
             raise ValueError(f"replay keys are {KEY_BYTES} bytes")
-        digest = hashlib.blake2b(key, key=self._secret, digest_size=16).digest()
+        hasher = self._hasher.copy()  # keyed once: a copy skips compressing the secret's block again
+        hasher.update(key)
+        digest = hasher.digest()
         first = int.from_bytes(digest[:8], "little") % self.buckets
         second = int.from_bytes(digest[8:], "little") % self.buckets
         now_ms = math.floor(now * 1000)
         until = now_ms + math.ceil(ttl * 1000)
-        if not self._threads.acquire(timeout=self._lock_timeout):
+        # Each lock is tried once at once, the usual case, before the waits that can time out.
+        if not (self._threads.acquire(False) or self._threads.acquire(timeout=self._lock_timeout)):
             raise TableBusy
         try:
-            self._turn()
+            if _flock_call(self._descriptor, _TAKE) != 0:
+                self._turn()
             try:
                 return self._record(key, first, second, now_ms, until)
             finally:
-                _flock(self._descriptor, fcntl.LOCK_UN)
+                if _flock_call(self._descriptor, fcntl.LOCK_UN) != 0:
+                    _flock(self._descriptor, fcntl.LOCK_UN)  # EINTR is tried again; any other error raises
         finally:
             self._threads.release()
 
@@ -183,9 +197,10 @@ class ReplayTable:
         best, most, slot = -1, 0, 0
         for bucket in choices:
             times = HEADER_BYTES // 8 + bucket * (BUCKET_BYTES // 8) + KEYS_BYTES // 8
-            # True for each slot expired or never used (expiry <= now): map with int.__ge__ loops in C, where a
-            # comprehension over the slots ran Python bytecode for each of them on every proof recorded.
-            free = list(map(now.__ge__, expiry[times : times + BUCKET_SLOTS].tolist()))
+            # True for each slot expired or never used (expiry <= now): map loops in C, where a comprehension over
+            # the slots ran Python bytecode for each of them on every proof recorded; operator.le is called with
+            # no argument tuple, where a bound now.__ge__ made one per slot.
+            free = list(map(le, expiry[times : times + BUCKET_SLOTS].tolist(), repeat(now)))
             count = free.count(True)
             if count > most:
                 best, most, slot = bucket, count, free.index(True)
@@ -198,14 +213,14 @@ class ReplayTable:
 
     def _turn(self) -> None:
         """The flock on the file, waited for at most `lock_timeout` (flock itself cannot time out)."""
-        if _flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB):
+        if _flock(self._descriptor, _TAKE):
             return
         for _ in range(SPINS):
-            if _flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            if _flock(self._descriptor, _TAKE):
                 return
         deadline = self._monotonic() + self._lock_timeout
         tries = 0
-        while not _flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB):
+        while not _flock(self._descriptor, _TAKE):
             if self._monotonic() >= deadline:
                 raise TableBusy
             tries += 1
@@ -215,9 +230,25 @@ class ReplayTable:
                 time.sleep(min(FIRST_SLEEP * 2 ** (tries - YIELDS - 1), LONGEST_SLEEP))
 
 
+def _prefault(memory: mmap.mmap) -> None:
+    """The pages of the mapping (its first PREFAULT_BYTES) made present and writable now, not at a proof's first
+    touch of each.
+
+    Proofs land on random buckets, so without this each of the first proofs after a worker starts faults one or
+    two pages of the file in (a read fault, then a write fault that marks the page dirty), several microseconds
+    each, until every page has been touched once. MADV_POPULATE_WRITE (Linux 5.14) faults them in as a write
+    would, without writing: the entries other processes are recording stay as they are. On an older kernel the
+    call fails and the pages fault in on first use, as before.
+    """
+    try:
+        memory.madvise(MADV_POPULATE_WRITE, 0, min(len(memory), PREFAULT_BYTES))
+    except OSError:
+        pass
+
+
 def _flock(descriptor: int, operation: int) -> bool:
     """flock(2) without letting the GIL go; False when LOCK_NB found the lock taken."""
-    while _libc.flock(descriptor, operation) != 0:
+    while _flock_call(descriptor, operation) != 0:
         code = ctypes.get_errno()
         if code == errno.EWOULDBLOCK:
             return False

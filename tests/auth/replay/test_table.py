@@ -173,3 +173,27 @@ def test_a_turn_held_by_another_descriptor_past_the_timeout_raises_busy(tmp_path
 def test_keys_must_be_replay_keys(table):
     with pytest.raises(ValueError, match="16 bytes"):
         table.first_use(b"short", 300, NOW)
+
+
+def test_a_later_opener_s_prefault_leaves_the_entries_recorded_by_others(table, tmp_path):
+    recorded = keys(200)
+    for key in recorded:
+        assert table.first_use(key, 300, NOW) is True
+    later = ReplayTable(str(tmp_path / "table"), 1024)  # maps and prefaults every page of the file afresh
+    try:
+        assert [later.first_use(key, 300, NOW + 1) for key in recorded] == [False] * len(recorded)
+        assert [table.first_use(key, 300, NOW + 1) for key in recorded] == [False] * len(recorded)
+    finally:
+        later.close()
+
+
+def test_a_kernel_without_populate_write_leaves_the_pages_to_fault_in_on_first_use():
+    class OldKernelMapping:
+        def __len__(self):
+            return 4096
+
+        def madvise(self, option, start, length):
+            assert (option, start, length) == (replay_table.MADV_POPULATE_WRITE, 0, 4096)
+            raise OSError(22, "Invalid argument")
+
+    replay_table._prefault(OldKernelMapping())  # no error: the table works as before, only slower at first
