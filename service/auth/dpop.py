@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_PROOF_LENGTH = 4096  # characters; a proof with an RSA-4096 key is about 1.5 KiB
 MAX_JTI_LENGTH = 256
 KEY_CACHE_SIZE = 1024  # prepared proof keys: a client signs many proofs with one key
+ATH_CACHE_SIZE = 1024  # access tokens' `ath`: a client sends many proofs with one token
 PROOF_TYPE = "dpop+jwt"  # the `typ` of a proof (RFC 9449 section 4.2)
 _STRINGS = frozenset((str,))  # a JWK member's only type: exactly str (a str subclass never comes out of json)
 
@@ -133,6 +134,8 @@ class ProofVerifier:
         self._clock = clock
         # (the JWK's RFC 7638 members, algorithm) -> (prepared key, thumbprint)
         self._keys = BoundedFifo()
+        # access token -> its `ath`, so a SHA-256 over the whole token is made once per token, not once per proof
+        self._ath = BoundedFifo()
 
     def verify(self, proof: str, *, method: str, url: str | None, access_token: str) -> Proof:
         """The proof's facts when it is valid for this request and token; raises InvalidDpopProof or InvalidToken.
@@ -173,7 +176,10 @@ class ProofVerifier:
         ath = claims.get("ath")
         if type(ath) is not str:
             raise InvalidDpopProof(errors.PROOF_NO_ATH)
-        if ath != access_token_hash(access_token):
+        expected = self._ath.get(access_token)
+        if expected is None:
+            expected = self._ath.remember(access_token, access_token_hash(access_token), ATH_CACHE_SIZE)
+        if ath != expected:
             raise InvalidToken(errors.PROOF_OTHER_TOKEN)
         return _proof((key_thumbprint, jti, remaining, claims.get("nonce")))
 

@@ -190,6 +190,26 @@ def test_proof_keys_are_prepared_once_per_thumbprint(verifier, monkeypatch):
     assert prepared == []
 
 
+def test_a_token_s_ath_is_hashed_once_and_still_checked_on_every_proof(verifier, monkeypatch):
+    hashed = []
+    monkeypatch.setattr(dpop, "access_token_hash", lambda token: hashed.append(token) or access_token_hash(token))
+    check(verifier, make_proof(TOKEN))
+    check(verifier, make_proof(TOKEN))
+    assert hashed == [TOKEN]
+    with pytest.raises(InvalidToken):  # the cached ath is the token's own: a proof made for another still fails
+        check(verifier, make_proof("another.access.token"))
+
+
+def test_the_ath_cache_keeps_the_latest_tokens_up_to_its_bound(verifier, monkeypatch):
+    monkeypatch.setattr(dpop, "ATH_CACHE_SIZE", 2)
+    tokens = ["first.access.token", "second.access.token", "third.access.token"]
+    for token in tokens:
+        check(verifier, make_proof(token), token=token)
+    assert list(verifier._ath) == tokens[1:]  # the oldest went first
+    check(verifier, make_proof(tokens[0]), token=tokens[0])  # hashed again when it comes back
+    assert list(verifier._ath) == [tokens[2], tokens[0]]
+
+
 # --- through the app ----------------------------------------------------------------------------------------
 
 
