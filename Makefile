@@ -39,6 +39,21 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 install: $(BIN)/.installed
 
+# The load test's peers (loadtest/peers): auth0-api-python in .venv, express-oauth2-jwt-bearer from its npm lock file.
+# `make loadtest` drives them, and so does `make test` (tests/integration/test_loadtest.py runs the load test for a
+# second); each is reinstalled only when its requirements or lock file is newer than its stamp.
+EXPRESS_PEER := loadtest/peers/express
+PEERS := $(BIN)/.installed-loadtest $(EXPRESS_PEER)/node_modules/.installed
+
+$(BIN)/.installed-loadtest: requirements-loadtest.txt $(BIN)/.installed
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-loadtest.txt >&2
+	@touch $@
+
+$(EXPRESS_PEER)/node_modules/.installed: $(EXPRESS_PEER)/package-lock.json
+	@command -v npm >/dev/null || { echo "make: the load test's express peer needs Node.js 20 and npm: apt-get install nodejs npm" >&2; exit 1; }
+	@npm ci --prefix $(EXPRESS_PEER) --no-audit --no-fund --loglevel=error >&2
+	@touch $@
+
 $(DEV_DIR)/jwks.json: | $(BIN)/.installed
 	@$(BIN)/python -m service.devtoken init $(DEV_DIR)
 
@@ -57,7 +72,7 @@ proof: install $(DEV_DIR)/jwks.json
 	@$(BIN)/python -m service.devtoken proof $(DEV_DIR) --url "$(URL)" --token "$(TOKEN)" --method "$(METHOD)" \
 		--nonce "$(NONCE)"
 
-test: install
+test: install $(PEERS)
 	$(BIN)/python -m pytest
 
 # Everything but tests/integration (the `integration` marker): in-process tests only, for a quick loop, spread
@@ -72,11 +87,12 @@ lint: install
 
 # A benchmark, not a test: DURATION, CONNECTIONS, WORKERS, THREADS, ROUNDS (and HS_TOKENS,
 # RS_TOKENS, ES_TOKENS, MEMORY_TOKENS) tune it; SCENARIOS=dpop runs only the DPoP rounds (cold ES256 bearer, then
-# DPoP on the host-local replay store, then on Redis, in each round).
-loadtest: install
+# DPoP on the host-local replay store, then on Redis, in each round). Each main round also drives the two peers.
+loadtest: install $(PEERS)
 	$(BIN)/python -m loadtest.run
 
-# Workers x threads (2x8, 2x4, 4x2, 4x4) by server CPU per request, p99 and memory per worker.
+# Workers x threads (2x8, 2x4, 4x2, 4x4) by server CPU per request, p99 and memory per worker; the service and the
+# ceiling only, so no peer is installed for it.
 loadtest-matrix: install
 	$(BIN)/python -m loadtest.matrix
 
@@ -96,4 +112,4 @@ image:
 		--build-arg VERSION=$(IMAGE_VERSION) --build-arg SOURCE=$(IMAGE_SOURCE) --tag $(IMAGE) .
 
 clean:
-	rm -rf $(VENV) $(DEV_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEV_DIR) .pytest_cache .ruff_cache $(EXPRESS_PEER)/node_modules

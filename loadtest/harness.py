@@ -1,11 +1,13 @@
-"""The load test's processes: gunicorn serving an app, wrk driving it and its summary parsed, the server's CPU and
-memory from /proc, and Redis for the DPoP replay store; with the options they run by. What they run is
-loadtest.scenarios', how it is judged loadtest.report's.
+"""The load test's processes: gunicorn serving an app, the peers (express-oauth2-jwt-bearer on node, auth0-api-python
+under uvicorn) serving theirs, wrk driving them and its summary parsed, the server's CPU and memory from /proc, and
+Redis for the DPoP replay store; with the options they run by. What they run is loadtest.scenarios', how it is judged
+loadtest.report's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import shutil
@@ -13,9 +15,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("tokens.lua")  # a token per request, picked at random
 LUA_ONCE = Path(__file__).with_name("tokens_once.lua")  # each token once
 LUA_DPOP = Path(__file__).with_name("dpop_once.lua")  # one DPoP token, each proof once
+EXPRESS = Path(__file__).with_name("peers") / "express"  # express-oauth2-jwt-bearer's app, its npm lock file
+# What the auth0-api-python peer imports (requirements-loadtest.txt), by module name.
+AUTH0_MODULES = ("auth0_api_python", "uvicorn", "uvloop", "httptools")
 GTHREAD_THREADS = 8  # gunicorn.conf.py's `threads`
 SCENARIOS = ("all", "dpop")  # SCENARIOS=dpop: the DPoP rounds only
 # The whole-number options' variables (DURATION sets `duration`).
@@ -76,7 +83,7 @@ class Result:
     socket_errors: int
     client: str = "plain"  # how wrk drove it: "plain", a fixed "header", or a token per request ("lua")
     cpu_us_per_request: float | None = None  # the server's user + system time (master and workers) / requests
-    worker_rss_mb: float | None = None  # the workers' mean resident memory (VmRSS) after the run
+    worker_rss_mb: float | None = None  # the workers' mean resident memory (VmRSS) after the run (or the server's)
     round: int = 1
 
 
@@ -92,6 +99,19 @@ def ensure_wrk() -> str:
     return found
 
 
+def ensure_peers() -> None:
+    """Exits with what to install when either peer's runtime or packages are missing (make loadtest installs them)."""
+    if shutil.which("node") is None:
+        sys.exit("loadtest: node is not installed; install Node.js 20 (`apt-get install nodejs npm`) and retry.")
+    if not (EXPRESS / "node_modules" / "express-oauth2-jwt-bearer").is_dir():
+        sys.exit(f"loadtest: express-oauth2-jwt-bearer is not installed; run `npm ci --prefix {EXPRESS}` and retry.")
+    if missing := [name for name in AUTH0_MODULES if importlib.util.find_spec(name) is None]:
+        sys.exit(
+            f"loadtest: the auth0-api-python peer's {', '.join(missing)} not installed; run "
+            f"`{sys.executable} -m pip install -r {ROOT / 'requirements-loadtest.txt'}` and retry."
+        )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -101,34 +121,64 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(app: str, options: Options, **variables: str) -> Iterator[tuple[str, int]]:
     """gunicorn -c gunicorn.conf.py APP with `variables`; yields (base URL, master pid) once /healthz answers."""
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    if options.threads != GTHREAD_THREADS:  # the command line overrides gunicorn.conf.py (and GUNICORN_CMD_ARGS)
+        command += ["--threads", str(options.threads)]
+    command += [*options.gunicorn_args, app]
+
+    def healthy(url: str, pid: int) -> bool:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as answer:  # noqa: S310 (loopback)
+                return answer.status == 200 and len(worker_pids(pid)) == options.workers
+        return False
+
+    variables = {"WEB_CONCURRENCY": str(options.workers), "ACCESS_LOG": "0", "LOG_LEVEL": "warning", **variables}
+    with _running(f"gunicorn for {app}", command, healthy, 20, **variables) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def peer(name: str, command: list[str], processes: int, **variables: str) -> Iterator[tuple[str, int]]:
+    """A peer's server: `command` ("{port}" in it becomes the port, also in PORT) with `variables`; yields (base
+    URL, pid) once it answers GET /secured/ping (401: no token).
+
+    Each of its `processes` that serves writes a file named after its pid to PEER_READY_DIR when it is ready, and
+    the peer is only driven once all have: a uvicorn worker still importing its app when wrk starts would count
+    that start-up as CPU per request. The pid is the one measured: its children (uvicorn's workers) with it."""
+    with tempfile.TemporaryDirectory(prefix="loadtest-peer-") as ready:
+
+        def serving(url: str, pid: int) -> bool:
+            return len(os.listdir(ready)) >= processes and _answers(url + "/secured/ping")
+
+        with _running(name, command, serving, 30, PEER_READY_DIR=ready, **variables) as running:
+            yield running
+
+
+@contextlib.contextmanager
+def _running(
+    name: str, command: list[str], ready: Callable[[str, int], bool], seconds: float, **variables: str
+) -> Iterator[tuple[str, int]]:
+    """`command` in ROOT on a free loopback port ("{port}" in it, and PORT) with JWT_AUDIENCE, JWT_ISSUER and
+    `variables`; yields (base URL, pid) once `ready(url, pid)`, within `seconds`; then stops it (SIGTERM, then
+    SIGKILL after 30 s)."""
     port = free_port()
     environ = {
         "PATH": os.environ.get("PATH", os.defpath),
         "JWT_AUDIENCE": AUDIENCE,
         "JWT_ISSUER": ISSUER,
-        "WEB_CONCURRENCY": str(options.workers),
-        "ACCESS_LOG": "0",
-        "LOG_LEVEL": "warning",
         "PORT": str(port),
         **variables,
     }
-    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
-    if options.threads != GTHREAD_THREADS:  # the command line overrides gunicorn.conf.py (and GUNICORN_CMD_ARGS)
-        command += ["--threads", str(options.threads)]
-    command += [*options.gunicorn_args, app]
-    process = subprocess.Popen(command, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
+    argv = [part.replace("{port}", str(port)) for part in command]
+    process = subprocess.Popen(argv, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # noqa: S603
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
+        deadline = time.monotonic() + seconds
+        while not ready(url, process.pid):
             if process.poll() is not None:
-                sys.exit(f"loadtest: gunicorn for {app} exited with {process.returncode}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url + "/healthz", timeout=1) as answer:  # noqa: S310 (loopback)
-                    if answer.status == 200 and len(worker_pids(process.pid)) == options.workers:
-                        break
+                sys.exit(f"loadtest: {name} exited with {process.returncode}")
             if time.monotonic() > deadline:
-                sys.exit(f"loadtest: gunicorn for {app} did not start")
+                sys.exit(f"loadtest: {name} did not start")
             time.sleep(0.1)
         yield url, process.pid
     finally:
@@ -138,6 +188,34 @@ def serve(app: str, options: Options, **variables: str) -> Iterator[tuple[str, i
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _answers(url: str) -> bool:
+    """Whether `url` gives any HTTP answer, a refusal included."""
+    try:
+        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback)
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def express_peer(**variables: str) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """express-oauth2-jwt-bearer (loadtest/peers/express/server.js) on node, one process; `variables` give
+    JWT_JWKS_FILE. NODE_ENV=production, as Express is deployed."""
+    command = [shutil.which("node") or "node", str(EXPRESS / "server.js")]
+    return peer("express-oauth2-jwt-bearer", command, 1, NODE_ENV="production", **variables)
+
+
+def auth0_peer(options: Options, **variables: str) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """auth0-api-python (loadtest/peers/auth0_python.py) under uvicorn with `options.workers` worker processes, as
+    the service's gunicorn; `variables` give JWT_JWKS_FILE. uvloop and httptools, the event loop and HTTP parser of
+    `uvicorn[standard]`, named on the command line so that pure-Python h11 is never what is measured."""
+    command = [sys.executable, "-m", "uvicorn", "loadtest.peers.auth0_python:app", "--host", "127.0.0.1"]
+    command += ["--port", "{port}", "--workers", str(options.workers), "--loop", "uvloop", "--http", "httptools"]
+    command += ["--lifespan", "on", "--no-access-log", "--log-level", "warning"]
+    return peer("auth0-api-python", command, options.workers, **variables)
 
 
 def worker_pids(master: int) -> list[int]:
@@ -202,7 +280,8 @@ def run_wrk(
         seconds = sum(ticks - before.get(pid, 0) for pid, ticks in after.items()) / os.sysconf("SC_CLK_TCK")
         result = replace(result, cpu_us_per_request=round(seconds / result.requests * 1e6, 1))
     if server:
-        rss = [resident_mb(pid) for pid in worker_pids(server)]
+        # A server of one process (the express peer on node) is its own worker.
+        rss = [resident_mb(pid) for pid in worker_pids(server) or [server]]
         result = replace(result, worker_rss_mb=round(statistics.fmean(rss), 1) if rss else None)
     return result
 

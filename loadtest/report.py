@@ -157,9 +157,9 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3) if numerator and denominator else None
 
 
-def paired_cpu_ratio(scenarios: list[dict], scenario: str, against: str) -> dict[str, float | None]:
+def paired_cpu_ratio(scenarios: list[dict], scenario: str, against: str) -> dict:
     """`against`'s server CPU per request over `scenario`'s, per round both ran in, and the median of those:
-    {"cpu_vs": median, "ratio": the same by req/s (scenario's over against's)}."""
+    {"cpu_vs": median, "ratio": the same by req/s (scenario's over against's), "rounds": [{"round", "cpu_vs"}]}."""
     rounds = {
         s["scenario"]: {row["round"]: row for row in s["rounds"]}
         for s in scenarios
@@ -167,17 +167,20 @@ def paired_cpu_ratio(scenarios: list[dict], scenario: str, against: str) -> dict
     }
     mine, theirs = rounds.get(scenario, {}), rounds.get(against, {})
     pairs = [(theirs[n], mine[n]) for n in sorted(mine) if n in theirs]
-    cpu = [_ratio(other["cpu_us_per_request"], own["cpu_us_per_request"]) for other, own in pairs]
+    each = [{"round": own["round"], "cpu_vs": _ratio(other["cpu_us_per_request"], own["cpu_us_per_request"])}
+            for other, own in pairs]  # fmt: skip
     rps = [_ratio(own["requests_per_second"], other["requests_per_second"]) for other, own in pairs]
-    cpu, rps = [value for value in cpu if value], [value for value in rps if value]
+    cpu, rps = [row["cpu_vs"] for row in each if row["cpu_vs"]], [value for value in rps if value]
     return {
         "cpu_vs": round(statistics.median(cpu), 3) if cpu else None,
         "ratio": round(statistics.median(rps), 3) if rps else None,
+        "rounds": each,
     }
 
 
 def check_targets(scenarios: list[dict], dpop: dict) -> list[dict]:
-    """Each of TARGETS with the median it is judged by and whether it is met (None: not measured)."""
+    """Each of TARGETS with the median it is judged by and whether it is met (None: not measured); a target paired
+    with another scenario also gives its per-round ratios (`rounds`)."""
     found = {scenario["scenario"]: scenario["median"] for scenario in scenarios}
     found[DPOP] = {"ratio": dpop["median_ratio"], "cpu_ratio": dpop["median_cpu_ratio"]}
     rows = []
@@ -188,7 +191,15 @@ def check_targets(scenarios: list[dict], dpop: dict) -> list[dict]:
             median = found.get(target.scenario, {})
         value = median.get(target.measure)
         met = None if value is None else (value <= target.bound if target.at_most else value >= target.bound)
-        rows.append({**asdict(target), "median": value, "median_ratio": median.get("ratio"), "met": met})
+        rows.append(
+            {
+                **asdict(target),
+                "median": value,
+                "median_ratio": median.get("ratio"),
+                "met": met,
+                "rounds": median.get("rounds"),
+            }
+        )
     return rows
 
 
@@ -237,6 +248,12 @@ def print_report(report: dict) -> None:
     for t in report["targets"]:
         met = "-" if t["met"] is None else "yes" if t["met"] else "no"
         print(f"{t['name']:<{width}}{_number(t['median'], '.2f'):>8}{_number(t['median_ratio'], '.2f'):>8}  {met}")
+    paired = [t for t in report["targets"] if t["rounds"]]
+    if paired:
+        # The peers' lines read "express-oauth2-jwt-bearer, ... / cold RS256 (cache off)": their cost over ours.
+        print("\nserver CPU per request, the other scenario's / the target's, per round (median)")
+        for t in paired:
+            print(f"{t['against']} / {t['scenario']}: {_per_round(t['rounds'], {'cpu_vs': t['median']}, 'cpu_vs')}")
     memory = report["memory"]
     if memory is not None:
         before, after = list(memory["rss_mb_before"].values()), list(memory["rss_mb_after"].values())

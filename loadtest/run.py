@@ -1,4 +1,4 @@
-"""`make loadtest`: the service against a bare Falcon ping (the ceiling) under the same gunicorn settings.
+"""`make loadtest`: the service against a bare Falcon ping (the ceiling) under the same gunicorn settings, and peers.
 
     DURATION=10 CONNECTIONS=64 WORKERS=2 ROUNDS=3 .venv/bin/python -m loadtest.run
 
@@ -7,7 +7,9 @@ Every scenario's ratios are taken per round against the ceiling of that round dr
 header, token per request), by req/s and by the server's CPU time per request (the ceiling's over the
 scenario's, so 0.95 reads as for req/s); the report gives them per round and their medians, and judges TARGETS
 by the medians. Cold scenarios use a server with the token cache off, so every request is a full verification;
-the HS256 and RS256 token sets also go to a server with the cache on, as in production. Each round ends with
+the HS256 and RS256 token sets also go to a server with the cache on, as in production. Two peers get cold RS256's
+tokens the same way: express-oauth2-jwt-bearer in an Express app on node, and auth0-api-python under uvicorn; the
+targets compare their server CPU per request with cold RS256's, round by round. Each round ends with
 cold ES256 bearer tokens against DPoP (both one ES256 verification per request). The memory check, once at the
 end, sends MEMORY_TOKENS distinct tokens, each once, and reports every worker's resident memory before and
 after. Printed as tables and written to loadtest-results/latest.json. SCENARIOS=dpop runs only the DPoP rounds
@@ -41,6 +43,8 @@ from loadtest.scenarios import (
     FORWARD,
     HOT,
     HOT_TWO,
+    PEER_AUTH0,
+    PEER_EXPRESS,
     TARGETS,
     run_rounds,
 )
@@ -57,6 +61,8 @@ __all__ = [
     "FORWARD",
     "HOT",
     "HOT_TWO",
+    "PEER_AUTH0",
+    "PEER_EXPRESS",
     "TARGETS",
     "Options",
     "Result",

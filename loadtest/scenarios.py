@@ -1,5 +1,5 @@
-"""What `make loadtest` runs: the tokens, each round's scenarios against fresh servers, and the targets they are
-judged by (loadtest.report judges them)."""
+"""What `make loadtest` runs: the tokens, each round's scenarios against fresh servers (the service's, the ceiling's
+and two peers'), and the targets they are judged by (loadtest.report judges them)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ from loadtest.harness import (
     LUA_ONCE,
     Options,
     Result,
+    auth0_peer,
+    ensure_peers,
     ensure_wrk,
+    express_peer,
     redis_store,
     resident_mb,
     run_wrk,
@@ -59,6 +62,10 @@ FORWARD = "forward auth, hot token (/authz/forward-auth)"
 HOT_TWO, COLD_RS_TWO = "hot /secured/ping, two issuers", "cold RS256 (cache off), two issuers"
 OTHER_ISSUER = "https://other-issuer.example.com/"  # the second issuer of the two-issuer servers
 COLD_HS, COLD_RS = "cold HS256 (cache off)", "cold RS256 (cache off)"
+# Other libraries verifying the same RS256 tokens the same way as cold RS256 (a token per request, from the same file):
+# what issue 23's "first-seen RS256 at least 1.3x cheaper" is measured against.
+PEER_EXPRESS = "express-oauth2-jwt-bearer, RS256 per request"
+PEER_AUTH0 = "auth0-api-python, RS256 per request"
 BEARER_ES, DPOP, DPOP_REDIS = (
     "cold ES256 bearer (cache off)",
     "DPoP, cached ES256 token + fresh proof",
@@ -88,6 +95,14 @@ TARGETS = (
     Target("forward auth >= 0.95 of hot secured (server CPU)", FORWARD, "cpu_vs", 0.95, against=HOT),
     Target("two issuers, hot: within 3% of one issuer", HOT_TWO, "cpu_vs", 0.97, against=HOT),
     Target("two issuers, cold RS256: within 3% of one issuer", COLD_RS_TWO, "cpu_vs", 0.97, against=COLD_RS),
+    Target(
+        "cold RS256 costs <= 1/1.3 of express-oauth2-jwt-bearer's (server CPU)",
+        COLD_RS,
+        "cpu_vs",
+        1.3,
+        against=PEER_EXPRESS,
+    ),
+    Target("cold RS256 costs <= 1/1.3 of auth0-api-python's (server CPU)", COLD_RS, "cpu_vs", 1.3, against=PEER_AUTH0),
 )
 
 
@@ -181,6 +196,8 @@ def prepare(folder: Path, options: Options) -> Load:
 def run_rounds(options: Options) -> tuple[list[Result], list[tuple[Result, ...]], dict | None]:
     """ROUNDS rounds of every scenario, then the memory check: (main rounds' results, DPoP rounds', memory)."""
     wrk = ensure_wrk()
+    if options.scenarios == "all":
+        ensure_peers()
     results: list[Result] = []
     pairs: list[tuple[Result, ...]] = []
     with tempfile.TemporaryDirectory(prefix="loadtest-") as scratch, redis_store(Path(scratch)) as redis_url:
@@ -204,7 +221,9 @@ def main_round(wrk: str, options: Options, load: Load, n: int) -> list[Result]:
     The ceiling is measured as the service is driven: plain, with a fixed Authorization header, and with a token
     per request from the Lua script (which costs wrk CPU on these same cores). Cold scenarios use a server with
     the token cache off, so every request is a full verification; the HS256 and RS256 token sets also go to a
-    server with the cache on (10,000 entries per worker), as in production.
+    server with the cache on (10,000 entries per worker), as in production. Right after cold RS256, the two peers
+    (loadtest.harness's express_peer and auth0_peer) get the same RS256 tokens the same way; neither caches a
+    verified token, so each of their requests is a full verification too.
     """
     results = []
 
@@ -228,6 +247,10 @@ def main_round(wrk: str, options: Options, load: Load, n: int) -> list[Result]:
         drive(COLD_HS, url + "/secured/ping", pid, script_args=lua_hs)
     with serve("service.app:app", options, JWT_CACHE_SIZE="0", **load.rs) as (url, pid):
         drive(COLD_RS, url + "/secured/ping", pid, script_args=lua_rs)
+    with express_peer(**load.rs) as (url, pid):
+        drive(PEER_EXPRESS, url + "/secured/ping", pid, script_args=lua_rs)
+    with auth0_peer(options, **load.rs) as (url, pid):
+        drive(PEER_AUTH0, url + "/secured/ping", pid, script_args=lua_rs)
     with serve("service.app:app", options, JWT_CACHE_SIZE="0", JWT_ISSUER="", **load.rs_two) as (url, pid):
         drive(COLD_RS_TWO, url + "/secured/ping", pid, script_args=lua_rs)
     with serve("service.app:app", options, **load.hs_two) as (url, pid):

@@ -1,16 +1,21 @@
-"""The load-test harness runs end to end for one second with few tokens, so it cannot rot. No speed is asserted;
-the ratios and medians are checked on made-up results."""
+"""The load-test harness runs end to end for one second with few tokens, so it cannot rot, and its peers verify for
+real (they accept the harness's RS256 tokens and refuse altered ones). No speed is asserted; the ratios and medians
+are checked on made-up results."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, replace
 
 import pytest
 
-from loadtest import matrix, run
+from loadtest import harness, matrix, run, scenarios
+from service import devtoken
 from tests.support import ROOT
 
 
@@ -30,8 +35,12 @@ def _is_dpop(scenario: str) -> bool:
 
 def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
     scenarios = {result["scenario"]: result for result in report["results"]}
-    assert len(report["results"]) == len(scenarios) == 17  # with cold ES256 bearer, DPoP, and DPoP on Redis
-    assert scenarios[run.COLD_RS]["client"] == "lua"
+    assert len(report["results"]) == len(scenarios) == 19  # with cold ES256 bearer, DPoP, and DPoP on Redis
+    # The peers are driven as cold RS256 is: a token per request from the same file, every one accepted.
+    for name in (run.COLD_RS, run.PEER_EXPRESS, run.PEER_AUTH0):
+        peer = scenarios[name]
+        assert peer["client"] == "lua" and peer["requests"] > 0 and peer["non_2xx"] == 0, peer
+        assert peer["cpu_us_per_request"] > 0, peer
     assert scenarios[run.HOT]["client"] == scenarios[run.FORWARD]["client"] == "header"
     for result in scenarios.values():
         assert result["round"] == 1
@@ -50,7 +59,7 @@ def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
 
 def test_loadtest_reports_each_scenario_against_the_same_driven_ceiling_of_its_round(report):
     summaries = {summary["scenario"]: summary for summary in report["scenarios"]}
-    assert len(summaries) == 14 and not any(_is_dpop(name) for name in summaries)  # DPoP is compared with bearer
+    assert len(summaries) == 16 and not any(_is_dpop(name) for name in summaries)  # DPoP is compared with bearer
     for client, name in run.CEILINGS.items():
         (row,) = summaries[name]["rounds"]
         assert summaries[name]["client"] == client
@@ -59,16 +68,20 @@ def test_loadtest_reports_each_scenario_against_the_same_driven_ceiling_of_its_r
         (row,) = summary["rounds"]
         assert row["ratio"] > 0 and row["cpu_ratio"] > 0, summary
         assert summary["median"]["ratio"] == row["ratio"] and summary["median"]["cpu_ratio"] == row["cpu_ratio"]
-    targets = {target["scenario"] + " " + target["measure"]: target for target in report["targets"]}
-    assert len(targets) == len(run.TARGETS) == 9
+    targets = {(target["scenario"], target["measure"], target["against"]): target for target in report["targets"]}
+    assert len(targets) == len(run.TARGETS) == 11
     assert all(isinstance(target["met"], bool) for target in targets.values()), targets
-    assert targets[run.HOT + " p99_ratio"]["median"] == summaries[run.HOT]["median"]["p99_ratio"]
-    assert targets[run.DPOP + " cpu_ratio"]["median"] == report["dpop"]["median_cpu_ratio"]
-    for scenario, against in ((run.FORWARD, run.HOT), (run.HOT_TWO, run.HOT), (run.COLD_RS_TWO, run.COLD_RS)):
+    assert targets[run.HOT, "p99_ratio", None]["median"] == summaries[run.HOT]["median"]["p99_ratio"]
+    assert targets[run.DPOP, "cpu_ratio", None]["median"] == report["dpop"]["median_cpu_ratio"]
+    paired_with = [(run.FORWARD, run.HOT), (run.HOT_TWO, run.HOT), (run.COLD_RS_TWO, run.COLD_RS)]
+    paired_with += [(run.COLD_RS, run.PEER_EXPRESS), (run.COLD_RS, run.PEER_AUTH0)]  # the peer's cost over ours
+    for scenario, against in paired_with:
         (own,) = summaries[scenario]["rounds"]
         (other,) = summaries[against]["rounds"]
         paired = round(other["cpu_us_per_request"] / own["cpu_us_per_request"], 3)
-        assert targets[scenario + " cpu_vs"]["median"] == paired > 0
+        target = targets[scenario, "cpu_vs", against]
+        assert target["median"] == paired > 0
+        assert target["rounds"] == [{"round": 1, "cpu_vs": paired}]
 
 
 def test_loadtest_pairs_dpop_with_cold_es256_bearer_and_the_redis_store_with_the_host_local_one(report):
@@ -87,6 +100,46 @@ def test_every_dpop_request_of_the_loadtest_is_answered_200(report):
     # The proofs themselves are checked in one thread by test_the_server_path_benchmark_times_every_scenario.
     dpop = [result for result in report["results"] if _is_dpop(result["scenario"])]
     assert dpop and all(result["non_2xx"] == 0 for result in dpop), dpop
+
+
+def _status(url: str, token: str) -> int:
+    request = urllib.request.Request(url + "/secured/ping", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+# Each peer's server, started by the harness on a JWKS file.
+PEERS = {
+    "express-oauth2-jwt-bearer": lambda jwks: harness.express_peer(JWT_JWKS_FILE=jwks),
+    "auth0-api-python": lambda jwks: harness.auth0_peer(run.Options(), JWT_JWKS_FILE=jwks),
+}
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_each_peer_accepts_the_harness_rs256_tokens_and_refuses_altered_ones(tmp_path, name):
+    # So the comparison is with real verification: signature, audience, issuer and expiry all checked per request.
+    harness.ensure_peers()  # a missing node or package fails here with what to install, never skips
+    key, jwk = scenarios.rsa_signing_key()
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    (valid,) = scenarios.write_tokens(tmp_path / "rs.txt", 1, key, "RS256", scenarios.RSA_KID).read_text().split()
+    claims = {"issuer": harness.ISSUER, "audience": harness.AUDIENCE, "kid": scenarios.RSA_KID}
+    header, payload, signature = valid.split(".")
+    middle = len(signature) // 2  # a character of the middle, so the signature's bytes change (not its padding)
+    refused = {
+        "another audience": devtoken.encode(key, "RS256", **{**claims, "audience": "https://other-api.example.com"}),
+        "another issuer": devtoken.encode(key, "RS256", **{**claims, "issuer": scenarios.OTHER_ISSUER}),
+        "expired an hour ago": devtoken.encode(key, "RS256", ttl=60, now=time.time() - 3600, **claims),
+        "tampered signature": ".".join(
+            (header, payload, signature[:middle] + ("B" if signature[middle] == "A" else "A") + signature[middle + 1 :])
+        ),
+    }
+    with PEERS[name](str(tmp_path / "jwks.json")) as (url, _):
+        assert _status(url, valid) == 200
+        assert {why: _status(url, token) for why, token in refused.items()} == dict.fromkeys(refused, 401)
+        assert _status(url, valid) == 200  # still accepted after the refusals
 
 
 def _result(scenario: str, client: str, n: int, rps: float, cpu: float | None, p99: float) -> run.Result:
@@ -123,7 +176,11 @@ def test_ratios_are_taken_per_round_against_that_rounds_same_driven_ceiling_and_
                              "plain_ratio": 0.855}  # fmt: skip
     assert summaries[run.CEILINGS["header"]]["median"]["plain_ratio"] == 0.9
     # Against hot /secured/ping round by round (its CPU over the scenario's); round 3 has no forward-auth run.
-    assert run.paired_cpu_ratio(list(summaries.values()), run.FORWARD, run.HOT) == {"cpu_vs": 0.875, "ratio": 0.991}
+    assert run.paired_cpu_ratio(list(summaries.values()), run.FORWARD, run.HOT) == {
+        "cpu_vs": 0.875,
+        "ratio": 0.991,
+        "rounds": [{"round": 1, "cpu_vs": 0.5}, {"round": 2, "cpu_vs": 1.25}],
+    }
 
 
 def test_targets_are_judged_by_the_median_ratio_at_least_or_at_most_their_bound():
