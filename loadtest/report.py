@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from loadtest.harness import Options, Result
-from loadtest.scenarios import BEARER_ES, CEILINGS, DPOP, DPOP_REDIS, HOT, TARGETS
+from loadtest.scenarios import BEARER_ES, CEILINGS, DPOP, DPOP_REDIS, HOT, TARGETS, VERIFICATIONS
 
 
 def summarise(options: Options, results: list[Result], pairs: list[tuple[Result, ...]], memory: dict | None) -> dict:
@@ -24,6 +24,7 @@ def summarise(options: Options, results: list[Result], pairs: list[tuple[Result,
         "scenarios": scenarios,
         "dpop": dpop,
         "targets": check_targets(scenarios, dpop),
+        "verifications": verification_costs(results),
         "memory": memory,
     }
     return report
@@ -178,6 +179,24 @@ def paired_cpu_ratio(scenarios: list[dict], scenario: str, against: str) -> dict
     }
 
 
+def verification_costs(results: list[Result]) -> list[dict]:
+    """Each of VERIFICATIONS: the verifying scenario's server CPU per request minus its own server's without
+    verification, round by round, and the median; what the verification itself costs on each server, apart from
+    what serving a request costs there."""
+    cpu = {(r.scenario, r.round): r.cpu_us_per_request for r in results}
+    rows = []
+    for scenario, bare in VERIFICATIONS:
+        rounds = sorted(n for name, n in cpu if name == scenario)
+        each = [
+            {"round": n, "cpu_us": round(cpu[scenario, n] - cpu[bare, n], 1)}
+            for n in rounds
+            if cpu.get((scenario, n)) and cpu.get((bare, n))
+        ]
+        median = round(statistics.median(row["cpu_us"] for row in each), 1) if each else None
+        rows.append({"scenario": scenario, "without": bare, "rounds": each, "median_cpu_us": median})
+    return rows
+
+
 def check_targets(scenarios: list[dict], dpop: dict) -> list[dict]:
     """Each of TARGETS with the median it is judged by and whether it is met (None: not measured); a target paired
     with another scenario also gives its per-round ratios (`rounds`)."""
@@ -254,6 +273,11 @@ def print_report(report: dict) -> None:
         print("\nserver CPU per request, the other scenario's / the target's, per round (median)")
         for t in paired:
             print(f"{t['against']} / {t['scenario']}: {_per_round(t['rounds'], {'cpu_vs': t['median']}, 'cpu_vs')}")
+    if any(row["rounds"] for row in report["verifications"]):
+        print("\nthe verification's own server CPU per request (us): the scenario's minus its server's without")
+        for row in report["verifications"]:
+            rounds = " ".join(_number(r["cpu_us"], ".0f") for r in row["rounds"])
+            print(f"{row['scenario']} - {row['without']}: {rounds} ({_number(row['median_cpu_us'], '.0f')})")
     memory = report["memory"]
     if memory is not None:
         before, after = list(memory["rss_mb_before"].values()), list(memory["rss_mb_after"].values())

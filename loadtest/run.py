@@ -30,6 +30,7 @@ from loadtest.report import (
     paired_cpu_ratio,
     print_report,
     summarise,
+    verification_costs,
     write,
 )
 from loadtest.scenarios import (
@@ -44,8 +45,11 @@ from loadtest.scenarios import (
     HOT,
     HOT_TWO,
     PEER_AUTH0,
+    PEER_AUTH0_PING,
     PEER_EXPRESS,
+    PEER_EXPRESS_PING,
     TARGETS,
+    VERIFICATIONS,
     run_rounds,
 )
 
@@ -62,8 +66,11 @@ __all__ = [
     "HOT",
     "HOT_TWO",
     "PEER_AUTH0",
+    "PEER_AUTH0_PING",
     "PEER_EXPRESS",
+    "PEER_EXPRESS_PING",
     "TARGETS",
+    "VERIFICATIONS",
     "Options",
     "Result",
     "ceiling_ratios",
@@ -73,6 +80,7 @@ __all__ = [
     "parse_wrk",
     "print_report",
     "run",
+    "verification_costs",
 ]
 
 

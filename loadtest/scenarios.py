@@ -66,6 +66,16 @@ COLD_HS, COLD_RS = "cold HS256 (cache off)", "cold RS256 (cache off)"
 # what issue 23's "first-seen RS256 at least 1.3x cheaper" is measured against.
 PEER_EXPRESS = "express-oauth2-jwt-bearer, RS256 per request"
 PEER_AUTH0 = "auth0-api-python, RS256 per request"
+# ... and each peer's /ping with no verification, driven by the same token script: what its server alone costs, so
+# that each verification's own cost is its secured ping's CPU per request minus this (VERIFICATIONS).
+PEER_EXPRESS_PING = "express, /ping (no verification)"
+PEER_AUTH0_PING = "uvicorn ASGI, /ping (no verification)"
+# (verifying scenario, the same server's scenario without verification, both driven by the token script)
+VERIFICATIONS = (
+    (COLD_RS, CEILINGS["lua"]),
+    (PEER_EXPRESS, PEER_EXPRESS_PING),
+    (PEER_AUTH0, PEER_AUTH0_PING),
+)
 BEARER_ES, DPOP, DPOP_REDIS = (
     "cold ES256 bearer (cache off)",
     "DPoP, cached ES256 token + fresh proof",
@@ -249,8 +259,10 @@ def main_round(wrk: str, options: Options, load: Load, n: int) -> list[Result]:
         drive(COLD_RS, url + "/secured/ping", pid, script_args=lua_rs)
     with express_peer(**load.rs) as (url, pid):
         drive(PEER_EXPRESS, url + "/secured/ping", pid, script_args=lua_rs)
+        drive(PEER_EXPRESS_PING, url + "/ping", pid, script_args=lua_rs)
     with auth0_peer(options, **load.rs) as (url, pid):
         drive(PEER_AUTH0, url + "/secured/ping", pid, script_args=lua_rs)
+        drive(PEER_AUTH0_PING, url + "/ping", pid, script_args=lua_rs)
     with serve("service.app:app", options, JWT_CACHE_SIZE="0", JWT_ISSUER="", **load.rs_two) as (url, pid):
         drive(COLD_RS_TWO, url + "/secured/ping", pid, script_args=lua_rs)
     with serve("service.app:app", options, **load.hs_two) as (url, pid):

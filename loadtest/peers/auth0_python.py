@@ -4,7 +4,8 @@ request's bearer token in a minimal ASGI app, under uvicorn's workers.
     JWT_JWKS_FILE=jwks.json JWT_ISSUER=https://issuer/ JWT_AUDIENCE=https://api \\
         .venv/bin/python -m uvicorn loadtest.peers.auth0_python:app --workers 2 --loop uvloop --http httptools
 
-GET /secured/ping answers 200 with a small JSON body when `ApiClient.verify_access_token` accepts the token, and
+GET /ping answers 200 with no verification (what the server and this app alone cost); GET /secured/ping answers
+200 with a small JSON body when `ApiClient.verify_access_token` accepts the token, and
 the SDK's own status for its error otherwise (401 for a token it refuses, 400 for none). The SDK finds its keys by
 OIDC discovery at https://{domain}/.well-known/openid-configuration and then the document's jwks_uri; its
 documented `custom_fetch` option answers both from here (the discovery document names JWT_ISSUER and a jwks_uri
@@ -37,6 +38,7 @@ DOMAIN = ISSUER.removeprefix("https://").rstrip("/")
 DISCOVERY = f"https://{DOMAIN}/.well-known/openid-configuration"
 JWKS_URI = f"https://{DOMAIN}/.well-known/jwks.json"
 BODY = json.dumps({"message": "All good. You only get this message if you're authenticated"}).encode()
+PUBLIC_BODY = json.dumps({"message": "All good. You don't need to be authenticated to call this"}).encode()
 JSON = [(b"content-type", b"application/json")]
 
 
@@ -57,6 +59,9 @@ async def app(scope, receive, send) -> None:
         await lifespan(receive, send)
         return
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/ping":  # no verification: what uvicorn and this app alone cost
+        await answer(send, 200, PUBLIC_BODY)
         return
     if scope["path"] != "/secured/ping":
         await answer(send, 404, b'{"error":"not_found"}')

@@ -35,9 +35,9 @@ def _is_dpop(scenario: str) -> bool:
 
 def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
     scenarios = {result["scenario"]: result for result in report["results"]}
-    assert len(report["results"]) == len(scenarios) == 19  # with cold ES256 bearer, DPoP, and DPoP on Redis
+    assert len(report["results"]) == len(scenarios) == 21  # with cold ES256 bearer, DPoP, and DPoP on Redis
     # The peers are driven as cold RS256 is: a token per request from the same file, every one accepted.
-    for name in (run.COLD_RS, run.PEER_EXPRESS, run.PEER_AUTH0):
+    for name in (run.COLD_RS, run.PEER_EXPRESS, run.PEER_AUTH0, run.PEER_EXPRESS_PING, run.PEER_AUTH0_PING):
         peer = scenarios[name]
         assert peer["client"] == "lua" and peer["requests"] > 0 and peer["non_2xx"] == 0, peer
         assert peer["cpu_us_per_request"] > 0, peer
@@ -59,7 +59,7 @@ def test_loadtest_runs_every_scenario_against_real_gunicorn(report):
 
 def test_loadtest_reports_each_scenario_against_the_same_driven_ceiling_of_its_round(report):
     summaries = {summary["scenario"]: summary for summary in report["scenarios"]}
-    assert len(summaries) == 16 and not any(_is_dpop(name) for name in summaries)  # DPoP is compared with bearer
+    assert len(summaries) == 18 and not any(_is_dpop(name) for name in summaries)  # DPoP is compared with bearer
     for client, name in run.CEILINGS.items():
         (row,) = summaries[name]["rounds"]
         assert summaries[name]["client"] == client
@@ -84,6 +84,17 @@ def test_loadtest_reports_each_scenario_against_the_same_driven_ceiling_of_its_r
         assert target["rounds"] == [{"round": 1, "cpu_vs": paired}]
 
 
+def test_each_verification_s_own_cost_is_its_scenario_s_cpu_minus_its_server_s_without(report):
+    cpu = {result["scenario"]: result["cpu_us_per_request"] for result in report["results"]}
+    rows = {row["scenario"]: row for row in report["verifications"]}
+    assert [(row["scenario"], row["without"]) for row in report["verifications"]] == list(run.VERIFICATIONS)
+    assert rows[run.COLD_RS]["without"] == run.CEILINGS["lua"]  # ours: the ceiling driven by the same script
+    for scenario, without in run.VERIFICATIONS:
+        difference = round(cpu[scenario] - cpu[without], 1)
+        assert rows[scenario]["rounds"] == [{"round": 1, "cpu_us": difference}]
+        assert rows[scenario]["median_cpu_us"] == difference
+
+
 def test_loadtest_pairs_dpop_with_cold_es256_bearer_and_the_redis_store_with_the_host_local_one(report):
     scenarios = [result["scenario"] for result in report["results"]]
     assert scenarios[-3:] == [run.BEARER_ES, run.DPOP, run.DPOP_REDIS]
@@ -102,8 +113,8 @@ def test_every_dpop_request_of_the_loadtest_is_answered_200(report):
     assert dpop and all(result["non_2xx"] == 0 for result in dpop), dpop
 
 
-def _status(url: str, token: str) -> int:
-    request = urllib.request.Request(url + "/secured/ping", headers={"Authorization": f"Bearer {token}"})
+def _status(url: str, token: str, path: str = "/secured/ping") -> int:
+    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return answer.status
@@ -140,6 +151,8 @@ def test_each_peer_accepts_the_harness_rs256_tokens_and_refuses_altered_ones(tmp
         assert _status(url, valid) == 200
         assert {why: _status(url, token) for why, token in refused.items()} == dict.fromkeys(refused, 401)
         assert _status(url, valid) == 200  # still accepted after the refusals
+        # /ping, what the server alone costs, verifies nothing: any token, even a refused one, gets 200.
+        assert _status(url, refused["tampered signature"], "/ping") == 200
 
 
 def _result(scenario: str, client: str, n: int, rps: float, cpu: float | None, p99: float) -> run.Result:
@@ -304,12 +317,13 @@ def test_scenarios_dpop_reports_the_dpop_rounds_alone(capsys, tmp_path):
     ]
     dpop = run.dpop_summary([tuple(runs)])
     report = {"date": "now", "cpus": 2, "options": options.as_json(), "results": [asdict(r) for r in runs],
-              "scenarios": [], "dpop": dpop, "targets": run.check_targets([], dpop), "memory": None}  # fmt: skip
+              "scenarios": [], "dpop": dpop, "targets": run.check_targets([], dpop),
+              "verifications": run.verification_costs(runs), "memory": None}  # fmt: skip
     run.print_report(report)
     out = capsys.readouterr().out
     assert "1      DPoP, cached ES256 token + fresh proof" in out and "30.00" in out  # a line per run, with its p99
     assert "DPoP, Redis store / host-local store, req/s: 0.89 (0.89)" in out
-    assert "memory:" not in out
+    assert "memory:" not in out and "verification's own" not in out  # no Bearer scenarios ran
 
 
 def test_the_stage_accounting_runs_and_names_every_stage():

@@ -5,7 +5,8 @@
 //
 // The JWKS is the harness's file, served by this same process on a second loopback port (any free one) so that
 // the library fetches it over HTTP as from an identity provider, once, then keeps it in its own cache; nothing
-// leaves the machine. One process, as the library's and Express's examples run it: jose hands each RSA
+// leaves the machine. GET /ping answers with no verification: what Express alone costs. One process, as the
+// library's and Express's examples run it: jose hands each RSA
 // verification to libuv's thread pool, so one process uses more than one core, and the load test compares CPU per
 // request, not req/s. With PEER_READY_DIR set, a file named after the pid is written there once both ports listen.
 import { readFileSync, writeFileSync } from "node:fs";
@@ -29,6 +30,9 @@ await new Promise((resolve) => keys.listen(0, "127.0.0.1", resolve));
 
 const app = express();
 app.disable("x-powered-by");
+app.get("/ping", (req, res) => {
+  res.json({ message: "All good. You don't need to be authenticated to call this" });
+});
 app.get(
   "/secured/ping",
   auth({
