@@ -291,7 +291,13 @@ def test_the_server_path_benchmark_times_every_scenario():
     ]
     assert all(float(row.split()[-2]) > 0 for row in rows)
     assert summary.startswith("DPoP replay store, shared - memory: ")
-    assert primitives.startswith("cryptography's verify alone (us): HMAC-SHA256 ")
+    alone, inside = primitives.splitlines()
+    assert alone.startswith("cryptography's verify alone (us): HMAC-SHA256 ")
+    label, timed = inside.split(": ")
+    assert label == "the same checks inside a request (us, the service's VerificationKey.verify)"
+    checks = dict(item.rsplit(" ", 1) for item in timed.split(", "))
+    assert list(checks) == ["RSA-2048 PKCS#1 v1.5", "P-256 ECDSA", "P-256 ECDSA (DPoP proof)"]
+    assert all(float(us) > 0 for us in checks.values())
     judged = [line.rsplit(None, 3) for line in targets.splitlines()[1:]]
     assert [name for name, *_ in judged] == [
         "public /ping <= 1.05 x bare ceiling",
