@@ -9,7 +9,8 @@ scenario's, so 0.95 reads as for req/s); the report gives them per round and the
 by the medians. Cold scenarios use a server with the token cache off, so every request is a full verification;
 the HS256 and RS256 token sets also go to a server with the cache on, as in production. Two peers get cold RS256's
 tokens the same way: express-oauth2-jwt-bearer in an Express app on node, and auth0-api-python under uvicorn; the
-targets compare their server CPU per request with cold RS256's, round by round. Each round ends with
+targets compare their server CPU per request with cold RS256's, round by round, and each one's /ping (which
+verifies nothing) gives what its verification costs on its own (VERIFICATIONS). Each round ends with
 cold ES256 bearer tokens against DPoP (both one ES256 verification per request). The memory check, once at the
 end, sends MEMORY_TOKENS distinct tokens, each once, and reports every worker's resident memory before and
 after. Printed as tables and written to loadtest-results/latest.json. SCENARIOS=dpop runs only the DPoP rounds

@@ -1,7 +1,7 @@
 """A bounded first-in, first-out mapping, for the per-process caches that keep what a request worked out once.
 
-One place for the insert-and-evict that jws's header segments, TokenVerifier's checked headers and ProofVerifier's
-prepared proof keys share.
+One place for the insert-and-evict that jws's header segments, TokenVerifier's checked headers, and ProofVerifier's
+prepared proof keys and access tokens' `ath` share.
 """
 
 from __future__ import annotations
