@@ -62,8 +62,9 @@ FIRST_SLEEP, LONGEST_SLEEP = 0.00002, 0.001
 _flock_call = ctypes.PyDLL(None, use_errno=True).flock
 _TAKE = fcntl.LOCK_EX | fcntl.LOCK_NB
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux's value; Python 3.11's mmap lacks the name
-# The first bytes of the file prefaulted when a process maps it (the whole of the default 24 MiB, in a few ms):
-# the mapping is made on a worker's first DPoP request, which this must not hold up for long.
+# The first bytes of the file prefaulted when a process maps it (the whole of the default 24 MiB): the mapping is
+# made on a worker's first DPoP request, which a prefault taking time in proportion to its size must not hold up
+# for long.
 PREFAULT_BYTES = 64 * 1024 * 1024
 
 
